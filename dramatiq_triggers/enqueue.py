@@ -1,0 +1,309 @@
+"""Enqueueing trigger work: worker messages for records, scheduler messages,
+in-flight marks, sending after commit, and the broker round trips of a page.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import dramatiq
+import peewee as pw
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
+
+from .context import UNSET, actor_for_enqueue
+from .declarations import ScheduledAction, Trigger, resolve_trigger
+from .records import done_item, encode_primary_key, mark_item, real_database
+
+#: The message option that carries the stored actor.
+ACTOR_OPTION = "dramatiq_triggers_actor"
+#: The message option that carries the delay ``build_trigger`` was given.
+DELAY_OPTION = "dramatiq_triggers_delay"
+#: The in-flight item of a scheduler or scheduled action: one run at a time.
+RUN_ITEM = "run"
+
+
+def _middleware(broker: dramatiq.Broker) -> Any:
+    from .middleware import middleware_of
+
+    return middleware_of(broker)
+
+
+def store_actor(declaration: Trigger | ScheduledAction, actor: Any) -> dict[str, Any]:
+    """The message options that carry ``actor`` (none when there is no actor)."""
+    if actor is UNSET or actor is None:
+        return {}
+    broker = _broker_of(declaration)
+    persister = declaration.actor_persister or _middleware(broker).actor_persister
+    return {ACTOR_OPTION: persister.store(actor)}
+
+
+def _broker_of(declaration: Trigger | ScheduledAction) -> dramatiq.Broker:
+    if isinstance(declaration, Trigger):
+        return declaration.worker_actor.broker
+    return declaration.actor.broker
+
+
+def _check_arguments(trigger: Trigger, arguments: dict[str, Any]) -> None:
+    if not isinstance(arguments, dict):
+        raise TypeError(f"action_arguments of {trigger!r} must be a dict, not "
+                        f"{type(arguments).__name__}.")
+    try:
+        json.dumps(arguments)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"action_arguments of {trigger!r} must be JSON-serializable: "
+                        f"{error}.") from None
+    kwargs = {**trigger.action_input, **arguments}
+    if trigger.read_metadata is not None:
+        kwargs["metadata"] = {}
+    try:
+        inspect.signature(trigger.action).bind(None, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"The action of {trigger!r} cannot take the arguments "
+                        f"{sorted(arguments)}: {error}.") from None
+    except ValueError:
+        pass
+
+
+def build_trigger(
+    record: pw.Model,
+    trigger: Trigger | str,
+    *,
+    actor: Any = UNSET,
+    action_arguments: dict[str, Any] | None = None,
+    delay: int | None = None,
+) -> Message[Any]:
+    """Build the worker message of ``trigger`` for ``record`` without sending it.
+
+    ``actor`` defaults to the one of ``acting_as`` (or of the message being
+    processed).  ``delay`` (milliseconds) is kept in the message and applied
+    by ``run_trigger``-style sending.
+    """
+    declared = resolve_trigger(type(record), trigger)
+    arguments = dict(action_arguments or {})
+    _check_arguments(declared, arguments)
+    options = store_actor(declared, actor_for_enqueue() if actor is UNSET else actor)
+    if delay is not None:
+        options[DELAY_OPTION] = int(delay)
+    return _worker_message(declared, encode_primary_key(declared.model, record), arguments,
+                           options)
+
+
+def _worker_message(
+    trigger: Trigger, primary_key: Any, arguments: dict[str, Any], options: dict[str, Any]
+) -> Message[Any]:
+    return Message(
+        queue_name=trigger.queue,
+        actor_name=trigger.worker_actor_name,
+        args=(primary_key,),
+        kwargs={"arguments": arguments} if arguments else {},
+        options=dict(options),
+    )
+
+
+def run_trigger(
+    record: pw.Model,
+    trigger: Trigger | str,
+    *,
+    actor: Any = UNSET,
+    action_arguments: dict[str, Any] | None = None,
+    delay: int | None = None,
+) -> Message[Any] | None:
+    """Enqueue ``trigger``'s worker message for ``record``.
+
+    Inside an open transaction of the model's database, the message is sent
+    when that transaction commits, and never if it rolls back.  A record
+    that already has a message in flight for the same arguments is not
+    enqueued again.
+
+    Returns:
+      the message; None when it was skipped because one is in flight (or,
+      with ``trigger_once``, the record was already processed).  A message
+      deferred to the commit is returned as built.
+    """
+    message = build_trigger(record, trigger, actor=actor, action_arguments=action_arguments,
+                            delay=delay)
+    declared = resolve_trigger(type(record), trigger)
+    sent = send_after_commit(declared, [message])
+    return message if sent is None or sent else None
+
+
+def run_triggers(
+    records: Iterable[pw.Model],
+    trigger: Trigger | str,
+    *,
+    actor: Any = UNSET,
+    action_arguments: dict[str, Any] | None = None,
+    delay: int | None = None,
+) -> list[Message[Any]]:
+    """Enqueue ``trigger``'s worker messages for many records, in bulk.
+
+    The in-flight check takes one backend round trip and the messages reach
+    the broker in one pipeline (on Redis) per ``stream_batch_size``
+    records.  The records must all be of the trigger's model.
+
+    Returns:
+      the messages sent (those built, when deferred to a commit).
+    """
+    messages: list[Message[Any]] = []
+    declared: Trigger | None = None
+    for record in records:
+        if declared is None:
+            declared = resolve_trigger(type(record), trigger)
+        messages.append(build_trigger(record, declared, actor=actor,
+                                      action_arguments=action_arguments, delay=delay))
+    if declared is None:
+        return []
+    sent = send_after_commit(declared, messages)
+    return messages if sent is None else sent
+
+
+def send_after_commit(trigger: Trigger, messages: list[Message[Any]]) -> list[Message[Any]] | None:
+    """Send now, or when the open transaction of the model's database commits.
+
+    Returns the messages sent, or None when sending waits for a commit.
+    """
+    database = real_database(trigger.model)
+    if database.in_transaction():
+        database.after_commit(lambda: send_worker_messages(trigger, messages))
+        return None
+    return send_worker_messages(trigger, messages)
+
+
+def send_worker_messages(trigger: Trigger, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
+    """Take the in-flight marks of the messages, then send those that got one."""
+    broker = trigger.worker_actor.broker
+    middleware = _middleware(broker)
+    sent: list[Message[Any]] = []
+    batch = trigger.stream_batch_size
+    for start in range(0, len(messages), batch):
+        page = messages[start:start + batch]
+        keys = [message.args[0] for message in page]
+        items = [mark_item(key, message.kwargs.get("arguments")) for key, message
+                 in zip(keys, page)]
+        done = [done_item(key) for key in keys] if trigger.trigger_once else None
+        claimed = middleware.backend.claim(trigger.worker_actor_name, items,
+                                           ttl=middleware.in_flight_ttl, done=done)
+        chosen = [message for message, ok in zip(page, claimed) if ok]
+        try:
+            enqueue_messages(broker, chosen)
+        except BaseException:
+            middleware.backend.release(trigger.worker_actor_name,
+                                       [item for item, ok in zip(items, claimed) if ok])
+            raise
+        sent.extend(chosen)
+    return sent
+
+
+def enqueue_messages(broker: dramatiq.Broker, messages: Sequence[Message[Any]]) -> None:
+    """Send messages in as few broker round trips as the broker allows.
+
+    Every middleware still sees each message through ``before_enqueue`` and
+    ``after_enqueue``.  On a ``RedisBroker`` the messages go out in one
+    pipeline; other brokers get one ``enqueue`` call per message.
+    """
+    if not messages:
+        return
+    if isinstance(broker, RedisBroker):
+        _enqueue_redis(broker, messages)
+        return
+    for message in messages:
+        delay = message.options.get(DELAY_OPTION)
+        broker.enqueue(message, delay=delay)
+
+
+def _enqueue_redis(broker: RedisBroker, messages: Sequence[Message[Any]]) -> None:
+    # This mirrors RedisBroker.enqueue, with the dispatch script calls of a
+    # whole page sent through one pipeline instead of one round trip each.
+    prepared = []
+    for message in messages:
+        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        delay = message.options.get(DELAY_OPTION)
+        queue_name = message.queue_name
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name,
+                                   options={"eta": current_millis() + delay})
+        broker.emit_before("enqueue", message, delay)
+        prepared.append((queue_name, delay, message))
+
+    dispatch = broker.scripts["dispatch"]
+    max_unpack = broker._max_unpack_size()
+    pipeline = broker.client.pipeline(transaction=False)
+    for queue_name, _, message in prepared:
+        args = [
+            "enqueue",
+            current_millis(),
+            queue_name,
+            broker.broker_id,
+            broker.heartbeat_timeout,
+            broker.dead_message_ttl,
+            0,
+            max_unpack,
+            message.options["redis_message_id"],
+            message.encode(),
+        ]
+        dispatch(keys=[broker.namespace], args=args, client=pipeline)
+    pipeline.execute()
+
+    for _, delay, message in prepared:
+        broker.emit_after("enqueue", message, delay)
+
+
+def schedule(
+    target: type[pw.Model] | Trigger | ScheduledAction,
+    name: str | None = None,
+    *,
+    actor: Any = UNSET,
+) -> Message[Any] | None:
+    """Enqueue a trigger's scheduler, or a scheduled action, now.
+
+    Called as ``schedule(Model, "name")`` or ``schedule(trigger_or_action)``.
+    Only one run of each is in flight at a time: when one already is,
+    nothing is sent and None is returned.
+    """
+    declaration = _resolve_schedulable(target, name)
+    options = store_actor(declaration, actor_for_enqueue() if actor is UNSET else actor)
+    if isinstance(declaration, Trigger):
+        dramatiq_actor = declaration.scheduler_actor
+        key = declaration.scheduler_actor_name
+    else:
+        dramatiq_actor = declaration.actor
+        key = declaration.actor_name
+    message = dramatiq_actor.message_with_options(**options)
+    broker = dramatiq_actor.broker
+    middleware = _middleware(broker)
+    if not middleware.backend.claim(key, [RUN_ITEM], ttl=middleware.in_flight_ttl)[0]:
+        return None
+    try:
+        broker.enqueue(message)
+    except BaseException:
+        middleware.backend.release(key, [RUN_ITEM])
+        raise
+    return message
+
+
+def _resolve_schedulable(
+    target: type[pw.Model] | Trigger | ScheduledAction, name: str | None
+) -> Trigger | ScheduledAction:
+    if isinstance(target, (Trigger, ScheduledAction)):
+        if name is not None:
+            raise TypeError("schedule(trigger_or_action) takes no name; "
+                            "use schedule(Model, name) to name one.")
+        return target
+    if isinstance(target, type) and issubclass(target, pw.Model) and name is not None:
+        from .declarations import scheduled_actions_of
+
+        try:
+            return resolve_trigger(target, name)
+        except LookupError:
+            for action in scheduled_actions_of(target):
+                if action.name == name:
+                    return action
+            raise
+    raise TypeError("schedule() takes (Model, name) or a Trigger or ScheduledAction.")
