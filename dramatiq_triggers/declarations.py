@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 STATES = ("active", "paused", "deleted")
 STREAM_MODES = ("keyset", "offset", "full_read")
 DEFAULT_STREAM_BATCH_SIZE = 1000
+#: Default Dramatiq priorities, as in ash_oban (lower runs first): workers
+#: before schedulers, so rows already found are worked off first.
+DEFAULT_WORKER_PRIORITY = 2
+DEFAULT_SCHEDULER_PRIORITY = 3
 DEFAULT_PRIORITY = 3
 _QUEUE_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9._-]*")
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -280,19 +284,37 @@ def _check_queue(what: str, option: str, queue: Any) -> None:
                     "digits, dots, dashes or underscores.")
 
 
+def _check_action_input(what: str, action_input: Any) -> dict[str, Any]:
+    if action_input is None:
+        return {}
+    if not isinstance(action_input, Mapping) or not all(
+        isinstance(key, str) for key in action_input
+    ):
+        raise _fail(what, f"action_input must be a dict of keyword arguments, not "
+                    f"{action_input!r}.", "Pass action_input={'name': value}.")
+    return dict(action_input)
+
+
 def _check_persister(what: str, persister: Any) -> None:
     if persister is not None and not isinstance(persister, ActorPersister):
         raise _fail(what, "actor_persister must have store(actor) and lookup(value) methods.",
                     "Pass an ActorPersister, or None to use the middleware's.")
 
 
-def _check_actor_name(what: str, option: str, actor_name: str, owner: object) -> None:
+def _check_actor_name(
+    what: str, option: str, actor_name: Any, owner: object, broker: dramatiq.Broker
+) -> None:
     if not isinstance(actor_name, str) or not actor_name:
         raise _fail(what, f"{option} must be a non-empty string.", "Pick a stable name.")
     taken = _by_actor_name.get(actor_name)
     if taken is not None and taken is not owner:
         raise _fail(what, f"{option} {actor_name!r} is already used by {taken!r}.",
                     f"Give this trigger its own {option}.")
+    if taken is None and actor_name in broker.actors:
+        # Dramatiq would refuse the name too, but without saying which
+        # trigger asked for it.
+        raise _fail(what, f"{option} {actor_name!r} is already the name of a Dramatiq actor "
+                    "on this broker.", f"Give this trigger its own {option}.")
 
 
 def _check_sort(what: str, model: type[pw.Model], sort: Any, stream_with: str) -> tuple[Any, ...]:
@@ -338,8 +360,8 @@ def trigger(
     log_final_error: bool = True,
     debug: bool = False,
     state: str = "active",
-    worker_priority: int = DEFAULT_PRIORITY,
-    scheduler_priority: int = DEFAULT_PRIORITY,
+    worker_priority: int = DEFAULT_WORKER_PRIORITY,
+    scheduler_priority: int = DEFAULT_SCHEDULER_PRIORITY,
     actor_persister: ActorPersister | None = None,
     default_actor: Any = None,
     worker_actor_name: str | None = None,
@@ -405,10 +427,7 @@ def trigger(
                 _check_where_result(model, trigger_name, expression)
             else:
                 _check_where_result(model, trigger_name, where)
-        inputs = dict(action_input or {})
-        if not isinstance(action_input or {}, Mapping):
-            raise _fail(what, "action_input must be a dict of keyword arguments.",
-                        "Pass action_input={'name': value}.")
+        inputs = _check_action_input(what, action_input)
         call_kwargs = dict(inputs)
         if read_metadata is not None:
             _check_binds(what, "read_metadata", read_metadata, (None,), {},
@@ -425,9 +444,13 @@ def trigger(
                 raise _fail(what, f"{option} must be an int, not {value!r}.",
                             "Lower numbers run first, as with Dramatiq's priority.")
 
-        worker_name = worker_actor_name or f"dramatiq_triggers.{table}.{trigger_name}.worker"
+        worker_name = (
+            worker_actor_name if worker_actor_name is not None
+            else f"dramatiq_triggers.{table}.{trigger_name}.worker"
+        )
         scheduler_name = (
-            scheduler_actor_name or f"dramatiq_triggers.{table}.{trigger_name}.scheduler"
+            scheduler_actor_name if scheduler_actor_name is not None
+            else f"dramatiq_triggers.{table}.{trigger_name}.scheduler"
         )
         if worker_name == scheduler_name:
             raise _fail(what, "worker_actor_name and scheduler_actor_name are the same.",
@@ -437,8 +460,8 @@ def trigger(
             if trigger_name in _triggers.get(model, {}):
                 raise _fail(what, f"{model_name} already has a trigger named {trigger_name!r}.",
                             "Trigger names must be unique per model; pass name='...'.")
-            _check_actor_name(what, "worker_actor_name", worker_name, None)
-            _check_actor_name(what, "scheduler_actor_name", scheduler_name, None)
+            _check_actor_name(what, "worker_actor_name", worker_name, None, broker)
+            _check_actor_name(what, "scheduler_actor_name", scheduler_name, None, broker)
 
             from . import scheduler as scheduler_module
             from . import worker as worker_module
@@ -560,20 +583,23 @@ def scheduled_action(
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise _fail(what, f"priority must be an int, not {priority!r}.",
                         "Lower numbers run first, as with Dramatiq's priority.")
-        inputs = dict(action_input or {})
+        inputs = _check_action_input(what, action_input)
         accepts_last_attempt = _accepts_keyword(function, "last_attempt")
         kwargs = dict(inputs)
         if accepts_last_attempt:
             kwargs["last_attempt"] = False
         _check_binds(what, "the function", function, (), kwargs,
                      "function(" + ", ".join(f"{key}=..." for key in kwargs) + ")")
-        full_name = actor_name or f"dramatiq_triggers.{prefix}.{action_name}.scheduled_action"
+        full_name = (
+            actor_name if actor_name is not None
+            else f"dramatiq_triggers.{prefix}.{action_name}.scheduled_action"
+        )
 
         with _registry_lock:
             if action_name in _scheduled_actions.get(model, {}):
                 raise _fail(what, "a scheduled action of that name is already declared there.",
                             "Names must be unique per model; pass name='...'.")
-            _check_actor_name(what, "actor_name", full_name, None)
+            _check_actor_name(what, "actor_name", full_name, None, broker)
 
             from . import worker as worker_module
 

@@ -85,8 +85,9 @@ def build_trigger(
     by ``run_trigger``-style sending.
     """
     declared = resolve_trigger(type(record), trigger)
-    arguments = dict(action_arguments or {})
+    arguments = {} if action_arguments is None else action_arguments
     _check_arguments(declared, arguments)
+    arguments = dict(arguments)
     options = store_actor(declared, actor_for_enqueue() if actor is UNSET else actor)
     if delay is not None:
         options[DELAY_OPTION] = int(delay)
@@ -120,6 +121,12 @@ def run_trigger(
     when that transaction commits, and never if it rolls back.  A record
     that already has a message in flight for the same arguments is not
     enqueued again.
+
+    .. warning:: peewee does not track savepoints, so rolling back a nested
+       ``atomic()`` block does not withdraw a message enqueued inside it:
+       it is sent when the outer transaction commits, and the worker, which
+       reads the row again with ``where``, cancels it if the row is gone or
+       no longer matches.
 
     Returns:
       the message; None when it was skipped because one is in flight (or,
