@@ -4,16 +4,20 @@ and enqueues one worker message per row, a page at a time.
 Only keys (and sort fields) are read, page by page, so memory stays flat
 whatever the number of matching rows.  Each page costs one backend round
 trip for the in-flight marks and one broker pipeline for the messages.
+Keyset pages each read the database as it is; offset pages are all read in
+one snapshot, so rows that change during a run cannot shift them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, cast
 
 import peewee as pw
 
+from .backends import Backend
 from .context import current_job
 from .declarations import Trigger
 from .enqueue import ACTOR_OPTION, _worker_message, enqueue_messages
@@ -81,7 +85,9 @@ def _stream_and_enqueue(trigger: Trigger, middleware: Any, job: Any) -> tuple[in
     pk_fields = primary_key_fields(model)
     orderings = trigger.sort_orderings()
     columns = [field for field, _ in orderings]
-    key_positions = [columns.index(field) for field in pk_fields]
+    # By name: peewee fields overload ==, so list.index would match any field.
+    names = [field.name for field in columns]
+    key_positions = [names.index(field.name) for field in pk_fields]
     composite = len(pk_fields) > 1
     limit = trigger.record_limit
     backend = middleware.backend
@@ -100,40 +106,83 @@ def _stream_and_enqueue(trigger: Trigger, middleware: Any, job: Any) -> tuple[in
     sent = 0
     scanned = 0
     database = real_database(model)
-    with database.connection_context() if database.is_closed() else _nothing():
-        for page in stream_rows(trigger, columns, orderings):
+    with contextlib.ExitStack() as stack:
+        if database.is_closed():
+            stack.enter_context(database.connection_context())
+        if trigger.stream_with == "offset":
+            stack.enter_context(_snapshot(database))
+        pages = stack.enter_context(contextlib.closing(stream_rows(trigger, columns, orderings)))
+        for page in pages:
             scanned += len(page)
-            rows = page
-            while rows:
-                room = None if limit is None else limit - sent
-                if room is not None and room <= 0:
-                    return sent, scanned
-                chunk, rows = (rows, []) if room is None else (rows[:room], rows[room:])
-                keys = [_key(row, key_positions, composite) for row in chunk]
-                items = [mark_item(key, None) for key in keys]
-                done = [done_item(key) for key in keys] if trigger.trigger_once else None
-                claimed = backend.claim(trigger.worker_actor_name, items,
-                                        ttl=middleware.in_flight_ttl, done=done)
-                messages = [_worker_message(trigger, key, {}, options)
-                            for key, ok in zip(keys, claimed) if ok]
-                try:
-                    enqueue_messages(broker, messages)
-                except BaseException:
-                    backend.release(trigger.worker_actor_name,
-                                    [item for item, ok in zip(items, claimed) if ok])
-                    raise
-                sent += len(messages)
+            keys = [_key(row, key_positions, composite) for row in page]
+            room = None if limit is None else limit - sent
+            chosen = _claim(trigger, backend, middleware.in_flight_ttl, keys, room)
+            messages = [_worker_message(trigger, key, {}, options) for key in chosen]
+            try:
+                enqueue_messages(broker, messages)
+            except BaseException:
+                backend.release(trigger.worker_actor_name,
+                                [mark_item(key, None) for key in chosen])
+                raise
+            sent += len(messages)
             if limit is not None and sent >= limit:
                 break
     return sent, scanned
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
+def _claim(
+    trigger: Trigger, backend: Backend, ttl: int, keys: list[Any], room: int | None
+) -> list[Any]:
+    """The keys of a page whose in-flight marks this run took, ``room`` at most.
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    A page costs one claim.  Only the page where ``record_limit`` is reached
+    may cost two claims and a release: its first ``room`` rows are claimed,
+    and when some of them are in flight, the rest of the page is claimed at
+    once and the marks beyond the limit are given back.  Claiming a few rows
+    at a time instead would cost a round trip per row when most rows are in
+    flight, the usual state of a limited trigger's later runs.
+    """
+
+    def take(some: list[Any]) -> list[Any]:
+        items = [mark_item(key, None) for key in some]
+        done = [done_item(key) for key in some] if trigger.trigger_once else None
+        claimed = backend.claim(trigger.worker_actor_name, items, ttl=ttl, done=done)
+        return [key for key, ok in zip(some, claimed) if ok]
+
+    if room is None or room >= len(keys):
+        return take(keys)
+    chosen = take(keys[:room])
+    if len(chosen) < room:
+        chosen += take(keys[room:])
+        surplus = chosen[room:]
+        if surplus:
+            backend.release(trigger.worker_actor_name, [mark_item(key, None) for key in surplus])
+        chosen = chosen[:room]
+    return chosen
+
+
+@contextlib.contextmanager
+def _snapshot(database: pw.Database) -> Iterator[None]:
+    """One read transaction around every page of an ``offset`` run.
+
+    An offset counts rows, so a row before it that stops matching (a worker
+    has just processed it) would shift every later page and skip a row.
+    Inside one transaction every page sees the rows as they were at the
+    first read: REPEATABLE READ on PostgreSQL and MySQL, a deferred
+    transaction on SQLite (a snapshot in WAL mode; in rollback-journal mode
+    it keeps writers from committing until the run ends, as a ``full_read``
+    cursor does).
+    """
+    if database.in_transaction():
+        # The caller's transaction decides what the pages see.
+        yield
+        return
+    if isinstance(database, (pw.PostgresqlDatabase, pw.MySQLDatabase)):
+        transaction = database.atomic(isolation_level="REPEATABLE READ")
+    else:
+        transaction = database.atomic()
+    with transaction:
+        yield
 
 
 def _key(row: Row, positions: list[int], composite: bool) -> Any:
@@ -146,7 +195,7 @@ def _key(row: Row, positions: list[int], composite: bool) -> Any:
 
 def stream_rows(
     trigger: Trigger, columns: list[pw.Field], orderings: list[tuple[pw.Field, bool]]
-) -> Iterator[list[Row]]:
+) -> Generator[list[Row], None, None]:
     """Pages of ``columns`` values of the matching rows, in sort order."""
     model = trigger.model
     where = trigger.where_expression()
