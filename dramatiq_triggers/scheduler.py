@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, cast
 
@@ -207,6 +208,10 @@ def stream_rows(
     batch = trigger.stream_batch_size
 
     if trigger.stream_with == "full_read":
+        database = real_database(model)
+        if isinstance(database, pw.PostgresqlDatabase):
+            yield from _server_side_pages(database, query, columns, batch)
+            return
         page: list[Row] = []
         row: Row
         for row in query.iterator():
@@ -237,6 +242,33 @@ def stream_rows(
         if len(page_rows) < batch:
             return
         last = page_rows[-1]
+
+
+def _server_side_pages(
+    database: pw.PostgresqlDatabase, query: Any, columns: list[pw.Field], batch: int
+) -> Generator[list[Row], None, None]:
+    """Pages of one query read through a PostgreSQL server-side cursor.
+
+    The driver's ordinary cursor would receive the whole result before the
+    first row; a named cursor fetches ``batch`` rows at a time, so a
+    ``full_read`` run's memory stays flat too.  peewee runs the drivers in
+    autocommit mode, where only a cursor ``WITH HOLD`` may be named; the
+    server keeps its result until the cursor is closed.
+    """
+    sql, params = query.sql()
+    converters = [field.python_value for field in columns]
+    name = f"dramatiq_triggers_{uuid.uuid4().hex}"
+    cursor = database.connection().cursor(name=name, withhold=True)
+    try:
+        cursor.execute(sql, params)
+        while True:
+            rows = cursor.fetchmany(batch)
+            if not rows:
+                return
+            yield [tuple(convert(value) for convert, value in zip(converters, row))
+                   for row in rows]
+    finally:
+        cursor.close()
 
 
 def _after(orderings: list[tuple[pw.Field, bool]], last: Row) -> pw.Expression:
