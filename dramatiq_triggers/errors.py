@@ -3,6 +3,7 @@ action raises to end its job in a particular way."""
 
 from __future__ import annotations
 
+from dramatiq import Retry
 from dramatiq.middleware import MiddlewareError
 
 
@@ -48,12 +49,18 @@ class SnoozeJob(TriggersError):
         self.seconds = seconds
 
 
-class ActorLookupError(MiddlewareError):
+class ActorLookupError(MiddlewareError, Retry):
     """The actor stored in a message could not be looked up.
 
     It is an error of the attempt that processes the message, so Dramatiq
-    retries it like any other failure.
+    retries it like any other failure, after the trigger's ``backoff``
+    (``delay``, in milliseconds; None for Dramatiq's own backoff).  It is
+    a ``MiddlewareError`` so that the broker lets it out of
+    ``before_process_message``.
     """
+
+    def __init__(self, message: str, delay: int | None = None) -> None:
+        Retry.__init__(self, message, delay=delay)
 
 
 class JobFailed(TriggersError):

@@ -132,15 +132,15 @@ class TriggersMiddleware(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         declaration = declaration_for_actor(message.actor_name)
+        if self.close_connections and isinstance(declaration, Trigger):
+            # Before the actor lookup, which may read the same database.
+            self._connect(declaration, message)
         persister = (declaration and declaration.actor_persister) or self.actor_persister
         stored = message.options.get(ACTOR_OPTION)
         try:
             actor = persister.lookup(stored)
         except Exception as error:
-            raise ActorLookupError(
-                f"Looking up the actor {stored!r} of message {message.message_id} failed: "
-                f"{error!r}"
-            ) from error
+            raise self._lookup_failed(declaration, message, stored, error) from error
         if actor is None and declaration is not None:
             actor = declaration.default_actor
         _current_actor.set(actor)
@@ -158,9 +158,47 @@ class TriggersMiddleware(Middleware):
         _current_job.set(job)
         _in_trigger.set(True)
         message._dramatiq_triggers_job = job
-        if self.close_connections and isinstance(declaration, Trigger):
-            database = real_database(declaration.model)
-            self._opened.database = database if database.connect(reuse_if_open=True) else None
+
+    def _connect(self, trigger: Trigger, message: Any) -> None:
+        """Open the trigger's database for this message, to close it after.
+
+        A connection that is already open on this thread (one the
+        application manages) is left as it is.
+        """
+        try:
+            database = real_database(trigger.model)
+            if database.is_closed():
+                self._opened.database = database
+                database.connect()
+        except Exception:
+            # The attempt fails on its first query and is retried like any
+            # other failure; the worker must not crash here.
+            self.logger.warning("Could not connect to the database of %r for message %s.",
+                                trigger, message.message_id, exc_info=True)
+
+    def _lookup_failed(self, declaration: Trigger | ScheduledAction | None, message: Any,
+                       stored: Any, error: Exception) -> ActorLookupError:
+        """The error that fails this attempt, retried after the trigger's backoff.
+
+        Dramatiq's worker does not log a ``Retry``, so the failure is
+        logged here.
+        """
+        from .worker import _backoff
+
+        delay = None
+        last = True
+        if declaration is not None:
+            attempt = message.options.get("retries", 0) + 1
+            last = attempt >= _max_attempts(declaration, message.actor_name)
+            delay = None if last else _backoff(declaration, attempt)
+        self.logger.log(logging.ERROR if last else logging.WARNING,
+                        "Looking up the actor %r of message %s failed.", stored,
+                        message.message_id, exc_info=error)
+        return ActorLookupError(
+            f"Looking up the actor {stored!r} of message {message.message_id} failed: "
+            f"{error!r}",
+            delay=delay,
+        )
 
     def after_process_message(
         self,

@@ -15,7 +15,7 @@ class ActorPersister(Protocol):
     runs before the message is processed, with the stored value or with
     None when the message carries no actor; what it returns is
     ``current_actor()``.  An exception from ``lookup`` fails that attempt,
-    which Dramatiq retries like any other failure.
+    which is retried like any other failure, after the trigger's backoff.
     """
 
     def store(self, actor: Any) -> Any: ...

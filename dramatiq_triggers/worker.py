@@ -18,7 +18,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import TimeLimitExceeded
 
-from .context import Job, current_job
+from .context import Job, acting_as, current_job
 from .declarations import ScheduledAction, Trigger
 from .errors import CancelJob, JobFailed, SnoozeJob, TriggerNoLongerApplies
 from .records import decode_primary_key, done_item, read_locked, real_database, transaction
@@ -183,7 +183,9 @@ def _snooze(declaration: Trigger | ScheduledAction, job: Job, snooze: SnoozeJob,
     if message is None:
         raise RuntimeError("SnoozeJob needs Dramatiq's CurrentMessage middleware on the broker.")
     broker = _broker_of(declaration)
-    broker.enqueue(message.copy(), delay=int(snooze.seconds * 1000))
+    # The message goes out as it came in: a default actor is not stored in it.
+    with acting_as(None):
+        broker.enqueue(message.copy(), delay=int(snooze.seconds * 1000))
     job.outcome = "snoozed"
     logger.log(level, "Snoozed %r (message %s) for %s seconds.", declaration, job.message_id,
                snooze.seconds)
