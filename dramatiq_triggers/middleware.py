@@ -81,10 +81,11 @@ class TriggersMiddleware(Middleware):
     # -- set-up ------------------------------------------------------------
 
     def bind(self, broker: dramatiq.Broker) -> None:
-        """Remember the broker this middleware was added to."""
-        if self.broker is None:
-            self.broker = broker
-        if CurrentMessage not in {type(middleware) for middleware in broker.middleware}:
+        """Remember the broker this middleware was added to (once)."""
+        if self.broker is not None:
+            return
+        self.broker = broker
+        if not any(isinstance(middleware, CurrentMessage) for middleware in broker.middleware):
             # SnoozeJob re-sends the message being processed.
             broker.add_middleware(CurrentMessage())
 
@@ -97,6 +98,11 @@ class TriggersMiddleware(Middleware):
                 self._backend = RedisBackend(client=broker.client)
             elif isinstance(broker, StubBroker):
                 self._backend = StubBackend()
+            elif broker is None:
+                raise RuntimeError(
+                    "TriggersMiddleware does not know its broker yet: declare a trigger on "
+                    "the broker first, or pass backend=."
+                )
             else:
                 raise RuntimeError(
                     f"TriggersMiddleware cannot pick a coordination backend for "
