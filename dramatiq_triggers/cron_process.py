@@ -35,7 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for module in options.modules:
         importlib.import_module(module)
-    middleware = middleware_of(dramatiq.get_broker())
+    broker = dramatiq.get_broker()
+    try:
+        middleware = middleware_of(broker)
+    except RuntimeError as error:
+        parser.error(f"{error} The modules {', '.join(options.modules)} set up a "
+                     f"{type(broker).__name__} without it.")
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -45,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping.wait()
     finally:
         middleware.stop_cron()
+        broker.close()
     return 0
 
 

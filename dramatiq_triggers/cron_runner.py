@@ -49,8 +49,13 @@ class CronRunner:
         logger.info("Cron started with %d job(s).", len(self._triggers))
 
     def stop(self) -> None:
+        """Stop firing, after the fires in progress have enqueued.
+
+        A fire that has claimed its tick must finish: no other process
+        will enqueue that tick, and the broker closes right after this.
+        """
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=True)
             logger.info("Cron stopped.")
 
     def add(self, declaration: Trigger | ScheduledAction) -> None:

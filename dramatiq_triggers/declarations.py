@@ -206,6 +206,13 @@ def _middleware(broker: dramatiq.Broker, what: str) -> TriggersMiddleware:
     for middleware in broker.middleware:
         if isinstance(middleware, TriggersMiddleware):
             middleware.bind(broker)
+            if not middleware.has_backend():
+                raise _fail(
+                    what,
+                    f"TriggersMiddleware on a {type(broker).__name__} needs a coordination "
+                    "backend for its in-flight marks and cron ticks.",
+                    "Pass TriggersMiddleware(backend=RedisBackend(url=...)).",
+                )
             return middleware
     raise _fail(
         what,

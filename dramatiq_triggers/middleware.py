@@ -110,15 +110,12 @@ class TriggersMiddleware(Middleware):
                 )
         return self._backend
 
-    def declared(self, declaration: Trigger | ScheduledAction) -> None:
-        """Called for each new declaration; checks the backend can be chosen."""
-        if self._backend is None and not isinstance(self.broker, (RedisBroker, StubBroker)):
-            from .errors import TriggerDeclarationError
+    def has_backend(self) -> bool:
+        """Whether a backend was given or can be chosen from the broker."""
+        return self._backend is not None or isinstance(self.broker, (RedisBroker, StubBroker))
 
-            raise TriggerDeclarationError(
-                f"{declaration!r}: TriggersMiddleware on a {type(self.broker).__name__} needs a "
-                "coordination backend. Pass TriggersMiddleware(backend=RedisBackend(url=...))."
-            )
+    def declared(self, declaration: Trigger | ScheduledAction) -> None:
+        """Called for each new declaration: a running cron picks it up."""
         if self._cron is not None:
             self._cron.add(declaration)
 

@@ -46,6 +46,7 @@ class RedisBackend(Backend):
         url: str | None = None,
         prefix: str = "dramatiq_triggers",
     ) -> None:
+        self._owns_client = client is None
         if client is None:
             client = redis.Redis.from_url(url) if url else redis.Redis()
         self.client = client
@@ -89,3 +90,8 @@ class RedisBackend(Backend):
     def claim_tick(self, job_id: str, tick: str, *, ttl: int) -> bool:
         name = f"{self.prefix}:tick:{job_id}:{tick}"
         return bool(self.client.set(name, "1", nx=True, px=int(ttl)))
+
+    def close(self) -> None:
+        """Close the client this backend made from ``url``; a given one is left open."""
+        if self._owns_client:
+            self.client.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import dramatiq
 import peewee as pw
 import pytest
 from apps.clock import IDLE_CRON, Clock, build
-from apps.processes import Processes, trouble
+from apps.processes import ROOT, Processes, trouble
 from apps.settings import Settings
 from conftest import require_service
 
@@ -111,6 +113,17 @@ def test_each_tick_runs_once_across_two_worker_groups_and_a_cron_process(
     for output in outputs:
         assert trouble(output) == []
         assert "Cron stopped." in output
+
+
+def test_the_cron_process_refuses_modules_whose_broker_has_no_triggers_middleware() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "dramatiq_triggers.cron_process", "tests.integration.apps"],
+        cwd=ROOT, capture_output=True, text=True, timeout=PATIENCE,
+    )
+
+    assert finished.returncode == 2
+    assert "has no TriggersMiddleware" in finished.stderr
+    assert trouble(finished.stderr) == []
 
 
 class Lamp(pw.Model):

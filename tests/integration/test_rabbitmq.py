@@ -140,11 +140,6 @@ def test_triggers_middleware_on_rabbitmq_without_a_backend_is_refused_at_declara
             pass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "declarations.py registers the trigger (and its Dramatiq actors) before "
-    "TriggersMiddleware.declared() refuses the missing backend, so the refused trigger "
-    "stays in info and blocks a corrected declaration of the same name."
-))
 def test_a_declaration_refused_for_a_missing_backend_leaves_no_trigger_behind(
     rabbitmq_broker_without_backend: RabbitmqBroker,
 ) -> None:
