@@ -25,9 +25,9 @@ def main() -> None:
     User.create(name="ops")
     with db.atomic():
         later = datetime.datetime.now() + datetime.timedelta(seconds=5)
-        Order.insert_many(
-            [{"ship_after": later if number % 97 == 0 else None} for number in range(options.orders)]
-        ).execute()
+        rows = [{"ship_after": later if number % 97 == 0 else None}
+                for number in range(options.orders)]
+        Order.insert_many(rows).execute()
     print(f"{options.orders} paid orders created")
 
 
