@@ -465,7 +465,9 @@ def test_each_page_costs_one_claim_and_one_pipeline_on_redis(
         return claim(key, items, **options)
 
     def counted_execute(pipeline: Any, *args: Any, **kwargs: Any) -> Any:
-        pipelines.append(len(pipeline.command_stack))
+        # The messages of the page written by this pipeline.
+        pipelines.append(sum(len(command[0]) - 2 for command in pipeline.command_stack
+                             if command[0][0] == "RPUSH"))
         return execute(pipeline, *args, **kwargs)
 
     monkeypatch.setattr(backend, "claim", counted_claim)
