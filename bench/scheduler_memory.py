@@ -38,28 +38,20 @@ class MemoryReading:
     python_peak_kib: int | None
 
 
-def measure(matching: int, *, use_tracemalloc: bool = False,
-            proposed: bool = False) -> MemoryReading:
+def measure(matching: int, *, use_tracemalloc: bool = False) -> MemoryReading:
     """Run the scheduler over ``matching`` rows in a child process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(matching)]
     if use_tracemalloc:
         command.append("--tracemalloc")
-    if proposed:
-        command.append("--proposed")
     finished = subprocess.run(command, check=True, capture_output=True, text=True)
     return MemoryReading(**json.loads(finished.stdout.strip().splitlines()[-1]))
 
 
-def _child(matching: int, use_tracemalloc: bool, proposed: bool) -> None:
+def _child(matching: int, use_tracemalloc: bool) -> None:
     import benchlib as lib
     from benchlib import BenchOrder
 
     from dramatiq_triggers.scheduler import run_scheduler
-
-    if proposed:
-        import scheduler_experiments
-
-        scheduler_experiments.apply_every_step()
 
     setup = lib.make_setup()
     warm_up = lib.declare_trigger(lambda: BenchOrder.id <= 2 * lib.PAGE_SIZE, name="warm_up")
@@ -102,20 +94,18 @@ def main() -> int:
                         help="compare 10,000 with 100,000 rows instead of 1,000,000")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also report the Python heap's peak (slower)")
-    parser.add_argument("--proposed", action="store_true",
-                        help="with the changes of scheduler_experiments.py swapped in")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child is not None:
-        _child(arguments.child, arguments.tracemalloc, arguments.proposed)
+        _child(arguments.child, arguments.tracemalloc)
         return 0
 
     import benchlib as lib
 
     few, many = sizes(arguments.quick)
     lib.prepare_table(many)
-    small = measure(few, use_tracemalloc=arguments.tracemalloc, proposed=arguments.proposed)
-    large = measure(many, use_tracemalloc=arguments.tracemalloc, proposed=arguments.proposed)
+    small = measure(few, use_tracemalloc=arguments.tracemalloc)
+    large = measure(many, use_tracemalloc=arguments.tracemalloc)
     growth = large.rss_growth_kib - small.rss_growth_kib
     for reading in (small, large):
         heap = ("" if reading.python_peak_kib is None
