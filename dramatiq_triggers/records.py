@@ -76,7 +76,10 @@ def primary_key_condition(model: type[pw.Model], values: tuple[Any, ...]) -> pw.
 
 def mark_item(primary_key: Any, arguments: dict[str, Any] | None) -> str:
     """The in-flight mark of a record and its action arguments."""
-    item = json.dumps(primary_key, separators=(",", ":"))
+    if type(primary_key) is int:
+        item = str(primary_key)  # What json.dumps gives, at a fraction of the cost.
+    else:
+        item = json.dumps(primary_key, separators=(",", ":"))
     if arguments:
         encoded = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
         item += ":" + hashlib.sha1(encoded.encode()).hexdigest()[:16]

@@ -21,8 +21,8 @@ import peewee as pw
 from .backends import Backend
 from .context import current_job
 from .declarations import Trigger
-from .enqueue import ACTOR_OPTION, _worker_message, enqueue_messages
-from .records import done_item, mark_item, primary_key_fields, real_database
+from .enqueue import ACTOR_OPTION, _worker_message, enqueue_messages, message_ids
+from .records import _to_json, done_item, mark_item, primary_key_fields, real_database
 
 logger = logging.getLogger("dramatiq_triggers.scheduler")
 
@@ -118,7 +118,8 @@ def _stream_and_enqueue(trigger: Trigger, middleware: Any, job: Any) -> tuple[in
             keys = [_key(row, key_positions, composite) for row in page]
             room = None if limit is None else limit - sent
             chosen = _claim(trigger, backend, middleware.in_flight_ttl, keys, room)
-            messages = [_worker_message(trigger, key, {}, options) for key in chosen]
+            messages = [_worker_message(trigger, key, {}, options, message_id=message_id)
+                        for key, message_id in zip(chosen, message_ids(len(chosen)))]
             try:
                 enqueue_messages(broker, messages)
             except BaseException:
@@ -187,8 +188,6 @@ def _snapshot(database: pw.Database) -> Iterator[None]:
 
 
 def _key(row: Row, positions: list[int], composite: bool) -> Any:
-    from .records import _to_json
-
     if composite:
         return [_to_json(row[position]) for position in positions]
     return _to_json(row[positions[0]])

@@ -833,3 +833,17 @@ def test_a_scheduler_run_by_a_redis_worker_processes_every_matching_row(
 
     assert shipped and marks_cleared and queue_empty
     assert Order.select().where(Order.state == "on hold").count() == 1
+
+
+def test_message_ids_made_a_page_at_a_time_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from dramatiq_triggers.enqueue import message_ids
+
+    ids = message_ids(2000)
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
