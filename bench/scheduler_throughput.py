@@ -50,6 +50,7 @@ import scheduler_memory
 from benchlib import BenchOrder, Setup
 
 from dramatiq_triggers import Trigger
+from dramatiq_triggers.enqueue import message_ids
 from dramatiq_triggers.scheduler import run_scheduler
 
 SPEEDUP_OVER_LOOP = 8.0
@@ -147,7 +148,7 @@ def time_raw(setup: Setup, *, per_message_dispatch: bool = False) -> Timing:
                 if not keys:
                     break
                 now = int(time.time() * 1000)
-                ids = lib.uuid4_strings(2 * len(keys))
+                ids = message_ids(2 * len(keys))
                 payloads = {}
                 for key, redis_message_id, message_id in zip(keys, ids[::2], ids[1::2]):
                     payloads[redis_message_id] = dumps({
