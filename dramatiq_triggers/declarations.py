@@ -248,6 +248,7 @@ def _check_binds(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     shape: str,
+    fix: str | None = None,
 ) -> None:
     if not callable(function):
         raise _fail(what, f"{option} must be callable, not {type(function).__name__}.",
@@ -260,7 +261,8 @@ def _check_binds(
         signature.bind(*args, **kwargs)
     except TypeError as error:
         raise _fail(what, f"{option} {_qualname(function)}{signature} cannot be called as "
-                    f"{shape} ({error}).", f"Change its signature to accept {shape}.") from None
+                    f"{shape} ({error}).",
+                    fix or f"Change its signature to accept {shape}.") from None
 
 
 def _qualname(function: Any) -> str:
@@ -429,8 +431,9 @@ def trigger(
                     expression = where()
                 except Exception as error:
                     raise _fail(what, f"calling where() raised {error!r}.",
-                                "Make the callable build its expression without side "
-                                "effects; it is called once at declaration to check it.") from error
+                                "Fix the callable: it is called once at declaration to check "
+                                "the expression it builds, so it must work at import time "
+                                "and have no side effects.") from error
                 _check_where_result(model, trigger_name, expression)
             else:
                 _check_where_result(model, trigger_name, where)
@@ -440,8 +443,11 @@ def trigger(
             _check_binds(what, "read_metadata", read_metadata, (None,), {},
                          "read_metadata(record) -> dict")
             call_kwargs["metadata"] = {}
-        _check_binds(what, "the action", action, (None,), call_kwargs,
-                     "action(record" + "".join(f", {key}=..." for key in call_kwargs) + ")")
+        shape = "action(record" + "".join(f", {key}=..." for key in call_kwargs) + ")"
+        _check_binds(what, "the action", action, (None,), call_kwargs, shape,
+                     f"Change its signature to accept {shape}, or give every other parameter "
+                     "a default or a value in action_input (the action_arguments of "
+                     "run_trigger can only add to these).")
         if on_error is not None:
             _check_binds(what, "on_error", on_error, (None, None), {}, "on_error(record, error)")
         _check_persister(what, actor_persister)
@@ -464,6 +470,7 @@ def trigger(
                         "Give them different names.")
 
         with _registry_lock:
+            _forget_if_on_another_broker(_triggers.get(model, {}).get(trigger_name), broker)
             if trigger_name in _triggers.get(model, {}):
                 raise _fail(what, f"{model_name} already has a trigger named {trigger_name!r}.",
                             "Trigger names must be unique per model; pass name='...'.")
@@ -474,24 +481,14 @@ def trigger(
             from . import worker as worker_module
 
             holder: dict[str, Trigger] = {}
-            time_limit: dict[str, Any] = {"time_limit": timeout} if timeout is not None else {}
-            worker_actor = dramatiq.actor(
-                actor_name=worker_name,
-                queue_name=worker_queue,
-                priority=worker_priority,
-                broker=broker,
-                max_retries=max_attempts - 1,
-                throws=(JobFailed,),
-                **time_limit,
-            )(worker_module.make_worker_function(holder))
-            scheduler_actor = dramatiq.actor(
-                actor_name=scheduler_name,
-                queue_name=sched_queue,
-                priority=scheduler_priority,
-                broker=broker,
-                max_retries=max_scheduler_attempts - 1,
-                throws=(JobFailed,),
-            )(scheduler_module.make_scheduler_function(holder))
+            worker_actor = _declare_actor(
+                worker_module.make_worker_function(holder), broker, worker_name, worker_queue,
+                worker_priority, max_attempts, timeout,
+            )
+            scheduler_actor = _declare_actor(
+                scheduler_module.make_scheduler_function(holder), broker, scheduler_name,
+                sched_queue, scheduler_priority, max_scheduler_attempts, None,
+            )
             declared = Trigger(
                 model=model,
                 name=trigger_name,
@@ -603,6 +600,8 @@ def scheduled_action(
         )
 
         with _registry_lock:
+            _forget_if_on_another_broker(_scheduled_actions.get(model, {}).get(action_name),
+                                         broker)
             if action_name in _scheduled_actions.get(model, {}):
                 raise _fail(what, "a scheduled action of that name is already declared there.",
                             "Names must be unique per model; pass name='...'.")
@@ -611,16 +610,10 @@ def scheduled_action(
             from . import worker as worker_module
 
             holder: dict[str, ScheduledAction] = {}
-            time_limit: dict[str, Any] = {"time_limit": timeout} if timeout is not None else {}
-            actor = dramatiq.actor(
-                actor_name=full_name,
-                queue_name=action_queue,
-                priority=priority,
-                broker=broker,
-                max_retries=max_attempts - 1,
-                throws=(JobFailed,),
-                **time_limit,
-            )(worker_module.make_scheduled_action_function(holder))
+            actor = _declare_actor(
+                worker_module.make_scheduled_action_function(holder), broker, full_name,
+                action_queue, priority, max_attempts, timeout,
+            )
             declared = ScheduledAction(
                 model=model,
                 name=action_name,
@@ -651,6 +644,27 @@ def scheduled_action(
     return decorate
 
 
+def _declare_actor(
+    function: Callable[..., None],
+    broker: dramatiq.Broker,
+    actor_name: str,
+    queue_name: str,
+    priority: int,
+    max_attempts: int,
+    timeout: int | None,
+) -> dramatiq.Actor:
+    """The Dramatiq actor that runs one kind of trigger job.
+
+    ``JobFailed`` is in ``throws``: a job's last attempt raises it, and the
+    message then fails without another retry.
+    """
+    options: dict[str, Any] = {"max_retries": max_attempts - 1, "throws": (JobFailed,)}
+    if timeout is not None:
+        options["time_limit"] = timeout
+    return dramatiq.actor(actor_name=actor_name, queue_name=queue_name, priority=priority,
+                          broker=broker, **options)(function)
+
+
 def _accepts_keyword(function: Callable[..., Any], keyword: str) -> bool:
     try:
         parameters = inspect.signature(function).parameters.values()
@@ -661,6 +675,32 @@ def _accepts_keyword(function: Callable[..., Any], keyword: str) -> bool:
         or (parameter.name == keyword and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY)
         for parameter in parameters
     )
+
+
+def _forget_if_on_another_broker(
+    declared: Trigger | ScheduledAction | None, broker: dramatiq.Broker
+) -> None:
+    """Drop a declaration of the same name made on a broker no longer current.
+
+    A name is unique per model on one broker.  Declaring it again on a new
+    broker (a test fixture that makes a ``StubBroker`` per test, say)
+    replaces the old declaration instead of failing.
+    """
+    if declared is None:
+        return
+    if isinstance(declared, Trigger):
+        if declared.worker_actor.broker is broker:
+            return
+        del _triggers[declared.model][declared.name]
+        names = [declared.worker_actor_name, declared.scheduler_actor_name]
+    else:
+        if declared.actor.broker is broker:
+            return
+        del _scheduled_actions[declared.model][declared.name]
+        names = [declared.actor_name]
+    for name in names:
+        if _by_actor_name.get(name) is declared:
+            del _by_actor_name[name]
 
 
 def declaration_for_actor(actor_name: str) -> Trigger | ScheduledAction | None:

@@ -3,6 +3,7 @@ time, looked up again before the message is processed."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -32,6 +33,14 @@ class JSONPersister:
     """
 
     def store(self, actor: Any) -> Any:
+        try:
+            json.dumps(actor)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"The actor {actor!r} cannot be stored in a message as it is ({error}). Give "
+                "TriggersMiddleware(actor_persister=...) (or the trigger's actor_persister) a "
+                "persister that stores it as an id and looks it up again."
+            ) from None
         return actor
 
     def lookup(self, value: Any) -> Any:

@@ -845,3 +845,41 @@ def test_a_scheduled_action_model_that_is_not_a_model_is_rejected(
     )
 
     assert "peewee Model class or None" in message
+
+
+def test_declaring_again_on_a_new_broker_replaces_the_old_declaration(
+    db: pw.SqliteDatabase,
+) -> None:
+    first = trigger(Order, where=Order.state == "paid")(ship)
+
+    broker = StubBroker()
+    broker.add_middleware(TriggersMiddleware(run_cron=False))
+    dramatiq.set_broker(broker)
+    second = trigger(Order, where=Order.state == "paid")(ship)
+
+    assert first is not second
+    assert info.trigger(Order, "ship") is second
+    assert second.worker_actor.broker is broker
+    broker.close()
+
+
+def test_declaring_the_same_name_twice_on_one_broker_still_fails(
+    db: pw.SqliteDatabase,
+) -> None:
+    trigger(Order, where=Order.state == "paid")(ship)
+
+    message = declaration_error(lambda: trigger(Order, where=Order.state == "paid")(ship))
+
+    assert "already has a trigger named 'ship'" in message
+
+
+def test_an_action_with_a_required_keyword_names_action_input_as_the_fix(
+    db: pw.SqliteDatabase,
+) -> None:
+    def remind(order: Order, *, channel: str) -> None:
+        pass
+
+    message = declaration_error(lambda: trigger(Order, cron=None)(remind))
+
+    assert "channel" in message
+    assert "action_input" in message

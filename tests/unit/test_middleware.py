@@ -511,3 +511,28 @@ def test_no_connection_stays_open_after_the_worker_processed_trigger_messages(
     assert database.open_connections == 0
     assert Parcel.select().where(Parcel.state == "shipped").count() == 6
     database.close()
+
+
+def test_an_actor_that_is_not_json_without_a_persister_names_the_fix(
+    sqlite_db: pw.SqliteDatabase,
+) -> None:
+    broker = StubBroker()
+    broker.add_middleware(TriggersMiddleware(run_cron=False))
+    dramatiq.set_broker(broker)
+
+    class Ticket(pw.Model):
+        state = pw.CharField(default="open")
+
+        class Meta:
+            database = sqlite_db
+            table_name = "mw_ticket"
+
+    sqlite_db.create_tables([Ticket])
+
+    @trigger(Ticket, cron=None)
+    def close(ticket: Ticket) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="actor_persister"), acting_as(User(1, "alice")):
+        run_trigger(Ticket.create(), close)
+    broker.close()
