@@ -63,6 +63,14 @@ class ActorLookupError(MiddlewareError, Retry):
         Retry.__init__(self, message, delay=delay)
 
 
+class ActorStoreError(MiddlewareError, TypeError):
+    """The actor of ``acting_as`` could not be stored in a message.
+
+    Raised from ``before_enqueue`` as a ``MiddlewareError``, so the broker
+    refuses that enqueue rather than sending the message without its actor.
+    """
+
+
 class JobFailed(TriggersError):
     """A trigger job failed for good: its last attempt raised.
 

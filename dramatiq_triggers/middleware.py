@@ -19,7 +19,7 @@ from .backends import Backend, RedisBackend, StubBackend
 from .context import UNSET, Job, _current_actor, _current_job, _in_trigger, actor_for_enqueue
 from .declarations import ScheduledAction, Trigger, declaration_for_actor
 from .enqueue import ACTOR_OPTION, RUN_ITEM
-from .errors import ActorLookupError, JobFailed
+from .errors import ActorLookupError, ActorStoreError, JobFailed
 from .persister import ActorPersister, JSONPersister
 from .records import mark_item, real_database
 
@@ -129,7 +129,13 @@ class TriggersMiddleware(Middleware):
             return
         declaration = declaration_for_actor(message.actor_name)
         persister = (declaration and declaration.actor_persister) or self.actor_persister
-        message.options[ACTOR_OPTION] = persister.store(actor)
+        try:
+            message.options[ACTOR_OPTION] = persister.store(actor)
+        except Exception as error:
+            raise ActorStoreError(
+                f"Storing the actor of message {message.message_id} ({message.actor_name}) "
+                f"failed: {error}"
+            ) from error
 
     # -- processing --------------------------------------------------------
 

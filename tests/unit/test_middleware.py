@@ -536,3 +536,22 @@ def test_an_actor_that_is_not_json_without_a_persister_names_the_fix(
     with pytest.raises(TypeError, match="actor_persister"), acting_as(User(1, "alice")):
         run_trigger(Ticket.create(), close)
     broker.close()
+
+
+def test_a_plain_actor_sent_with_an_actor_that_cannot_be_stored_is_refused(
+    sqlite_db: pw.SqliteDatabase,
+) -> None:
+    from dramatiq_triggers.errors import ActorStoreError
+
+    broker = StubBroker()
+    broker.add_middleware(TriggersMiddleware(run_cron=False))
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name="mw_plain_refused")
+    def notify() -> None:
+        pass
+
+    with pytest.raises(ActorStoreError, match="actor_persister"), acting_as(User(1, "alice")):
+        notify.send()
+    assert broker.queues["mw_plain_refused"].qsize() == 0
+    broker.close()
