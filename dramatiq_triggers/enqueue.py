@@ -359,7 +359,7 @@ def schedule(
     message = dramatiq_actor.message_with_options(**options)
     broker = dramatiq_actor.broker
     middleware = _middleware(broker)
-    if not middleware.backend.claim(key, [RUN_ITEM], ttl=middleware.in_flight_ttl)[0]:
+    if not middleware.backend.claim(key, [RUN_ITEM], ttl=middleware.scheduler_in_flight_ttl)[0]:
         return None
     try:
         broker.enqueue(message)

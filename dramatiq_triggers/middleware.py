@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 #: Default time to live of an in-flight mark: longer than any sane run of
 #: retries, short enough that a lost message frees its record within a day.
 DEFAULT_IN_FLIGHT_TTL = 24 * 60 * 60 * 1000
+#: Default time to live of a scheduler's (or scheduled action's) mark: a
+#: lost run must not hold back the trigger's cron for long.
+DEFAULT_SCHEDULER_IN_FLIGHT_TTL = 60 * 60 * 1000
 
 
 class TriggersMiddleware(Middleware):
@@ -44,7 +47,11 @@ class TriggersMiddleware(Middleware):
       run_cron: start the cron in each worker process at boot.
       timezone: the time zone crontab expressions are read in.
       debug_all_triggers: log every trigger's routine steps at INFO.
-      in_flight_ttl: milliseconds an in-flight mark lives at most.
+      in_flight_ttl: milliseconds a worker message's in-flight mark lives
+        at most.
+      scheduler_in_flight_ttl: the same for the one-run-at-a-time mark of a
+        scheduler or scheduled action; a run lost with a broker holds back
+        the cron of its trigger for this long at most.
       close_connections: close the model's database connection after each
         trigger message that opened it (a pooled database gets it back in
         its pool), so long-running workers neither leak connections nor
@@ -62,6 +69,7 @@ class TriggersMiddleware(Middleware):
         timezone: str = "UTC",
         debug_all_triggers: bool = False,
         in_flight_ttl: int = DEFAULT_IN_FLIGHT_TTL,
+        scheduler_in_flight_ttl: int = DEFAULT_SCHEDULER_IN_FLIGHT_TTL,
         close_connections: bool = True,
         cron_misfire_grace: int = 30,
     ) -> None:
@@ -72,6 +80,7 @@ class TriggersMiddleware(Middleware):
         self.timezone = timezone
         self.debug_all_triggers = debug_all_triggers
         self.in_flight_ttl = in_flight_ttl
+        self.scheduler_in_flight_ttl = scheduler_in_flight_ttl
         self.close_connections = close_connections
         self.cron_misfire_grace = cron_misfire_grace
         self.broker: dramatiq.Broker | None = None

@@ -847,3 +847,37 @@ def test_message_ids_made_a_page_at_a_time_are_distinct_version_4_uuids() -> Non
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == text
+
+
+def test_a_scheduler_run_lost_with_its_message_holds_back_the_cron_only_for_its_ttl(
+    sqlite_db: pw.SqliteDatabase,
+) -> None:
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker
+
+    from dramatiq_triggers import TriggersMiddleware, schedule, trigger
+
+    broker = StubBroker()
+    middleware = TriggersMiddleware(run_cron=False, scheduler_in_flight_ttl=50)
+    broker.add_middleware(middleware)
+    dramatiq.set_broker(broker)
+
+    class Lamp(pw.Model):
+        state = pw.CharField(default="on")
+
+        class Meta:
+            database = sqlite_db
+            table_name = "enq_lamp"
+
+    @trigger(Lamp, where=Lamp.state == "on")
+    def switch_off(lamp: Lamp) -> None:
+        pass
+
+    assert schedule(switch_off) is not None
+    broker.flush_all()  # the scheduler message is lost; its mark is not
+    assert schedule(switch_off) is None
+
+    from dramatiq_triggers.testing import wait_for
+
+    assert wait_for(lambda: schedule(switch_off) is not None, timeout=5)
+    broker.close()
