@@ -150,7 +150,7 @@ class TriggersMiddleware(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         declaration = declaration_for_actor(message.actor_name)
-        if self.close_connections and isinstance(declaration, Trigger):
+        if self.close_connections and declaration is not None and declaration.model is not None:
             # Before the actor lookup, which may read the same database.
             self._connect(declaration, message)
         persister = (declaration and declaration.actor_persister) or self.actor_persister
@@ -177,14 +177,15 @@ class TriggersMiddleware(Middleware):
         _in_trigger.set(True)
         message._dramatiq_triggers_job = job
 
-    def _connect(self, trigger: Trigger, message: Any) -> None:
+    def _connect(self, declaration: Trigger | ScheduledAction, message: Any) -> None:
         """Open the trigger's database for this message, to close it after.
 
         A connection that is already open on this thread (one the
         application manages) is left as it is.
         """
         try:
-            database = real_database(trigger.model)
+            assert declaration.model is not None
+            database = real_database(declaration.model)
             if database.is_closed():
                 self._opened.database = database
                 database.connect()
@@ -192,7 +193,7 @@ class TriggersMiddleware(Middleware):
             # The attempt fails on its first query and is retried like any
             # other failure; the worker must not crash here.
             self.logger.warning("Could not connect to the database of %r for message %s.",
-                                trigger, message.message_id, exc_info=True)
+                                declaration, message.message_id, exc_info=True)
 
     def _lookup_failed(self, declaration: Trigger | ScheduledAction | None, message: Any,
                        stored: Any, error: Exception) -> ActorLookupError:

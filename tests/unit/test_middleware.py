@@ -555,3 +555,30 @@ def test_a_plain_actor_sent_with_an_actor_that_cannot_be_stored_is_refused(
         notify.send()
     assert broker.queues["mw_plain_refused"].qsize() == 0
     broker.close()
+
+
+def test_a_scheduled_action_with_a_model_gets_its_connection_closed_too(
+    stub_broker: StubBroker, one_thread_worker: dramatiq.Worker, order_model: Any,
+    sqlite_db: pw.SqliteDatabase
+) -> None:
+    from dramatiq_triggers import schedule, scheduled_action
+
+    probed: list[bool] = []
+    counted: list[int] = []
+
+    @scheduled_action(order_model, cron="0 * * * *")
+    def count_orders() -> None:
+        counted.append(order_model.select().count())
+
+    @dramatiq.actor(queue_name="middleware_probe")
+    def probe() -> None:
+        probed.append(sqlite_db.is_closed())
+
+    order_model.create()
+    schedule(count_orders)
+    join(stub_broker, one_thread_worker, count_orders.queue)
+    probe.send()
+    join(stub_broker, one_thread_worker, "middleware_probe")
+
+    assert counted == [1]
+    assert probed == [True]
