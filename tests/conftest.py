@@ -96,3 +96,12 @@ def stub_worker(stub_broker: StubBroker) -> Iterator[dramatiq.Worker]:
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def one_thread_worker(stub_broker: StubBroker) -> Iterator[dramatiq.Worker]:
+    """A worker with one thread: consecutive messages share it."""
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    yield worker
+    worker.stop()

@@ -51,14 +51,6 @@ def order_model(sqlite_db: pw.SqliteDatabase) -> Iterator[type[pw.Model]]:
     sqlite_db.drop_tables([Order])
 
 
-@pytest.fixture
-def one_thread_worker(stub_broker: StubBroker) -> Iterator[dramatiq.Worker]:
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
-    worker.start()
-    yield worker
-    worker.stop()
-
-
 def join(broker: StubBroker, worker: dramatiq.Worker, *queue_names: str) -> None:
     for name in queue_names:
         broker.join(name, fail_fast=False, timeout=30_000)

@@ -88,14 +88,6 @@ def order_model(sqlite_db: pw.SqliteDatabase) -> Iterator[type[pw.Model]]:
     sqlite_db.drop_tables([Order])
 
 
-@pytest.fixture
-def one_thread_worker(stub_broker: StubBroker) -> Iterator[dramatiq.Worker]:
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
-    worker.start()
-    yield worker
-    worker.stop()
-
-
 def recording_actors(model: Any, seen: list[Any], **options: Any) -> Any:
     @trigger(model, cron=None, **options)
     def ship(order: Any) -> None:
