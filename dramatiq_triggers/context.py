@@ -22,6 +22,9 @@ UNSET: Any = object()
 
 _acting_as: ContextVar[Any] = ContextVar("dramatiq_triggers_acting_as", default=UNSET)
 _current_actor: ContextVar[Any] = ContextVar("dramatiq_triggers_current_actor", default=None)
+#: The actor looked up from the message, before any default_actor: the one
+#: that messages enqueued while it is processed carry on.
+_restored_actor: ContextVar[Any] = ContextVar("dramatiq_triggers_restored_actor", default=None)
 _current_job: ContextVar[Job | None] = ContextVar("dramatiq_triggers_current_job", default=None)
 _in_trigger: ContextVar[bool] = ContextVar("dramatiq_triggers_in_trigger", default=False)
 
@@ -33,8 +36,8 @@ class Job:
     Attributes:
       trigger: the ``Trigger`` or ``ScheduledAction`` the job belongs to.
       kind: ``"worker"``, ``"scheduler"`` or ``"scheduled_action"``.
-      primary_key: the record's primary key for a worker job, else None
-        (a tuple for a composite key).
+      primary_key: the record's primary key for a worker job, as the
+        message carries it (a list for a composite key), else None.
       attempt: the attempt number, starting at 1.
       max_attempts: how many attempts the job gets.
       message_id: the Dramatiq message id.
@@ -49,6 +52,8 @@ class Job:
     #: How the job ended, as the middleware reports it: "success",
     #: "cancelled", "snoozed", "retry" or "failed".  Set by the worker.
     outcome: str | None = None
+    #: Milliseconds until the message runs again, for a retry or a snooze.
+    delay: int | None = None
 
     @property
     def last_attempt(self) -> bool:
@@ -90,12 +95,13 @@ def current_job() -> Job | None:
 def actor_for_enqueue() -> Any:
     """The actor a message enqueued now should carry, or ``UNSET``.
 
-    Inside ``acting_as`` that actor; otherwise the actor restored for the
+    Inside ``acting_as`` that actor; otherwise the actor looked up for the
     message being processed, so that work started on a user's behalf keeps
-    acting for the same user.
+    acting for the same user.  A trigger's ``default_actor`` is not carried
+    on: it is the default of that trigger's messages only.
     """
     actor = _acting_as.get()
     if actor is not UNSET:
         return actor
-    actor = _current_actor.get()
+    actor = _restored_actor.get()
     return UNSET if actor is None else actor

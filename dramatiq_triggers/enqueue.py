@@ -42,8 +42,7 @@ def store_actor(declaration: Trigger | ScheduledAction, actor: Any) -> dict[str,
     """The message options that carry ``actor`` (none when there is no actor)."""
     if actor is UNSET or actor is None:
         return {}
-    broker = _broker_of(declaration)
-    persister = declaration.actor_persister or _middleware(broker).actor_persister
+    persister = _middleware(_broker_of(declaration)).persister_for(declaration)
     return {ACTOR_OPTION: persister.store(actor)}
 
 
@@ -89,14 +88,21 @@ def build_trigger(
     by ``run_trigger``-style sending.
     """
     declared = resolve_trigger(type(record), trigger)
-    arguments = {} if action_arguments is None else action_arguments
-    _check_arguments(declared, arguments)
-    arguments = dict(arguments)
-    options = store_actor(declared, actor_for_enqueue() if actor is UNSET else actor)
-    if delay is not None:
-        options[DELAY_OPTION] = int(delay)
+    arguments, options = _message_parts(declared, actor, action_arguments, delay)
     return _worker_message(declared, encode_primary_key(declared.model, record), arguments,
                            options)
+
+
+def _message_parts(
+    trigger: Trigger, actor: Any, action_arguments: dict[str, Any] | None, delay: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checked arguments and the options shared by a call's worker messages."""
+    arguments = {} if action_arguments is None else action_arguments
+    _check_arguments(trigger, arguments)
+    options = store_actor(trigger, actor_for_enqueue() if actor is UNSET else actor)
+    if delay is not None:
+        options[DELAY_OPTION] = int(delay)
+    return dict(arguments), options
 
 
 def _worker_message(
@@ -181,15 +187,17 @@ def run_triggers(
     Returns:
       the messages sent (those built, when deferred to a commit).
     """
-    messages: list[Message[Any]] = []
-    declared: Trigger | None = None
-    for record in records:
-        if declared is None:
-            declared = resolve_trigger(type(record), trigger)
-        messages.append(build_trigger(record, declared, actor=actor,
-                                      action_arguments=action_arguments, delay=delay))
-    if declared is None:
+    records = list(records)
+    if not records:
         return []
+    declared = resolve_trigger(type(records[0]), trigger)
+    # The arguments are checked and the actor stored once for the whole call.
+    arguments, options = _message_parts(declared, actor, action_arguments, delay)
+    messages = []
+    for record in records:
+        resolve_trigger(type(record), declared)
+        messages.append(_worker_message(declared, encode_primary_key(declared.model, record),
+                                        arguments, options))
     sent = send_after_commit(declared, messages)
     return messages if sent is None else sent
 
@@ -218,14 +226,16 @@ def send_worker_messages(trigger: Trigger, messages: Sequence[Message[Any]]) -> 
         items = [mark_item(key, message.kwargs.get("arguments")) for key, message
                  in zip(keys, page)]
         done = [done_item(key) for key in keys] if trigger.trigger_once else None
+        owners = [message.message_id for message in page]
         claimed = middleware.backend.claim(trigger.worker_actor_name, items,
-                                           ttl=middleware.in_flight_ttl, done=done)
+                                           ttl=middleware.in_flight_ttl, done=done, owners=owners)
         chosen = [message for message, ok in zip(page, claimed) if ok]
         try:
             enqueue_messages(broker, chosen)
         except BaseException:
-            middleware.backend.release(trigger.worker_actor_name,
-                                       [item for item, ok in zip(items, claimed) if ok])
+            taken = [(item, owner) for item, owner, ok in zip(items, owners, claimed) if ok]
+            middleware.backend.release(trigger.worker_actor_name, [item for item, _ in taken],
+                                       [owner for _, owner in taken])
             raise
         sent.extend(chosen)
     return sent
@@ -359,12 +369,14 @@ def schedule(
     message = dramatiq_actor.message_with_options(**options)
     broker = dramatiq_actor.broker
     middleware = _middleware(broker)
-    if not middleware.backend.claim(key, [RUN_ITEM], ttl=middleware.scheduler_in_flight_ttl)[0]:
+    owners = [message.message_id]
+    if not middleware.backend.claim(key, [RUN_ITEM], ttl=middleware.scheduler_in_flight_ttl,
+                                    owners=owners)[0]:
         return None
     try:
         broker.enqueue(message)
     except BaseException:
-        middleware.backend.release(key, [RUN_ITEM])
+        middleware.backend.release(key, [RUN_ITEM], owners)
         raise
     return message
 

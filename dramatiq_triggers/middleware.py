@@ -16,7 +16,15 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware
 
 from .backends import Backend, RedisBackend, StubBackend
-from .context import UNSET, Job, _current_actor, _current_job, _in_trigger, actor_for_enqueue
+from .context import (
+    UNSET,
+    Job,
+    _current_actor,
+    _current_job,
+    _in_trigger,
+    _restored_actor,
+    actor_for_enqueue,
+)
 from .declarations import ScheduledAction, Trigger, declaration_for_actor
 from .enqueue import ACTOR_OPTION, RUN_ITEM
 from .errors import ActorLookupError, ActorStoreError, JobFailed
@@ -104,7 +112,10 @@ class TriggersMiddleware(Middleware):
         if self._backend is None:
             broker = self.broker
             if isinstance(broker, RedisBroker):
-                self._backend = RedisBackend(client=broker.client)
+                # Under the broker's namespace: two applications sharing a
+                # Redis database keep their marks and cron ticks apart.
+                self._backend = RedisBackend(client=broker.client,
+                                             prefix=f"{broker.namespace}:triggers")
             elif isinstance(broker, StubBroker):
                 self._backend = StubBackend()
             elif broker is None:
@@ -123,6 +134,12 @@ class TriggersMiddleware(Middleware):
         """Whether a backend was given or can be chosen from the broker."""
         return self._backend is not None or isinstance(self.broker, (RedisBroker, StubBroker))
 
+    def persister_for(self, declaration: Trigger | ScheduledAction | None) -> ActorPersister:
+        """The persister of a declaration's messages: its own, else the middleware's."""
+        if declaration is not None and declaration.actor_persister is not None:
+            return declaration.actor_persister
+        return self.actor_persister
+
     def declared(self, declaration: Trigger | ScheduledAction) -> None:
         """Called for each new declaration: a running cron picks it up."""
         if self._cron is not None:
@@ -136,8 +153,7 @@ class TriggersMiddleware(Middleware):
         actor = actor_for_enqueue()
         if actor is UNSET or actor is None:
             return
-        declaration = declaration_for_actor(message.actor_name)
-        persister = (declaration and declaration.actor_persister) or self.actor_persister
+        persister = self.persister_for(declaration_for_actor(message.actor_name))
         try:
             message.options[ACTOR_OPTION] = persister.store(actor)
         except Exception as error:
@@ -153,12 +169,12 @@ class TriggersMiddleware(Middleware):
         if self.close_connections and declaration is not None and declaration.model is not None:
             # Before the actor lookup, which may read the same database.
             self._connect(declaration, message)
-        persister = (declaration and declaration.actor_persister) or self.actor_persister
         stored = message.options.get(ACTOR_OPTION)
         try:
-            actor = persister.lookup(stored)
+            actor = self.persister_for(declaration).lookup(stored)
         except Exception as error:
             raise self._lookup_failed(declaration, message, stored, error) from error
+        _restored_actor.set(actor)
         if actor is None and declaration is not None:
             actor = declaration.default_actor
         _current_actor.set(actor)
@@ -205,11 +221,16 @@ class TriggersMiddleware(Middleware):
         from .worker import _backoff
 
         delay = None
-        last = True
+        last = False  # For other actors, Dramatiq's Retries decides.
         if declaration is not None:
             attempt = message.options.get("retries", 0) + 1
             last = attempt >= _max_attempts(declaration, message.actor_name)
             delay = None if last else _backoff(declaration, attempt)
+            job = message._dramatiq_triggers_job = Job(
+                declaration, _kind(declaration, message.actor_name), None, attempt,
+                _max_attempts(declaration, message.actor_name), message.message_id,
+            )
+            job.delay = delay
         self.logger.log(logging.ERROR if last else logging.WARNING,
                         "Looking up the actor %r of message %s failed.", stored,
                         message.message_id, exc_info=error)
@@ -233,8 +254,9 @@ class TriggersMiddleware(Middleware):
         self._finish(message, None, skipped=True)
 
     def _finish(self, message: Any, exception: BaseException | None, *, skipped: bool) -> None:
-        job: Job | None = _current_job.get()
+        job: Job | None = _current_job.get() or getattr(message, "_dramatiq_triggers_job", None)
         _current_actor.set(None)
+        _restored_actor.set(None)
         _current_job.set(None)
         _in_trigger.set(False)
         database = getattr(self._opened, "database", None)
@@ -246,11 +268,12 @@ class TriggersMiddleware(Middleware):
         if declaration is None:
             return
         if job is None:
-            # before_process_message failed (actor lookup): count the attempt.
-            job = Job(declaration, _kind(declaration, message.actor_name), None,
-                      message.options.get("retries", 0) + 1,
-                      _max_attempts(declaration, message.actor_name), message.message_id)
-            message._dramatiq_triggers_job = job
+            # Another middleware failed the message before ours ran.
+            job = message._dramatiq_triggers_job = Job(
+                declaration, _kind(declaration, message.actor_name), None,
+                message.options.get("retries", 0) + 1,
+                _max_attempts(declaration, message.actor_name), message.message_id,
+            )
         if exception is not None:
             ending = isinstance(exception, JobFailed) or job.last_attempt
             if job.outcome not in ("failed", "retry"):
@@ -259,21 +282,26 @@ class TriggersMiddleware(Middleware):
             ending = skipped or job.outcome != "snoozed"
             if job.outcome is None:
                 job.outcome = "cancelled" if skipped else "success"
-        if ending:
-            self._release(declaration, message)
-
-    def _release(self, declaration: Trigger | ScheduledAction, message: Any) -> None:
-        if isinstance(declaration, Trigger) and message.actor_name == declaration.worker_actor_name:
-            key = declaration.worker_actor_name
-            item = mark_item(message.args[0], message.kwargs.get("arguments"))
-        else:
-            key, item = message.actor_name, RUN_ITEM
+        key, item, ttl = self._mark_of(declaration, message)
         try:
-            self.backend.release(key, [item])
+            if ending:
+                self.backend.release(key, [item], [message.message_id])
+            else:
+                # The message waits for its retry or snooze: keep its mark
+                # alive for at least as long.
+                self.backend.touch(key, item, message.message_id, ttl=ttl + (job.delay or 0))
         except Exception:
             # The mark expires on its own; the worker must not crash here.
-            self.logger.warning("Could not clear the in-flight mark of message %r.",
+            self.logger.warning("Could not update the in-flight mark of message %r.",
                                 message.message_id, exc_info=True)
+
+    def _mark_of(self, declaration: Trigger | ScheduledAction,
+                 message: Any) -> tuple[str, str, int]:
+        """The backend key, item and time to live of a message's in-flight mark."""
+        if isinstance(declaration, Trigger) and message.actor_name == declaration.worker_actor_name:
+            item = mark_item(message.args[0], message.kwargs.get("arguments"))
+            return declaration.worker_actor_name, item, self.in_flight_ttl
+        return message.actor_name, RUN_ITEM, self.scheduler_in_flight_ttl
 
     # -- worker lifecycle ----------------------------------------------------
 

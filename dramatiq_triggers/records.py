@@ -55,9 +55,12 @@ def decode_primary_key(model: type[pw.Model], value: Any) -> tuple[Any, ...]:
     values = list(value) if len(fields) > 1 else [value]
     if len(values) != len(fields):
         raise ValueError(f"{value!r} is not a primary key of {model.__name__}.")
-    decoded = []
+    decoded: list[Any] = []
     for field, raw in zip(fields, values):
-        if isinstance(field, pw.BlobField) and isinstance(raw, str):
+        if isinstance(field, pw.BinaryUUIDField) and isinstance(raw, str):
+            # Carried as the UUID's text; the field turns a UUID into bytes.
+            decoded.append(uuid.UUID(raw))
+        elif isinstance(field, pw.BlobField) and isinstance(raw, str):
             decoded.append(bytes.fromhex(raw))
         else:
             decoded.append(field.python_value(raw))

@@ -53,9 +53,11 @@ def run_scheduler(trigger: Trigger) -> int:
         return 0
 
     middleware = middleware_of(trigger.worker_actor.broker)
+    from .worker import _FAILURES
+
     try:
         sent, scanned = _stream_and_enqueue(trigger, middleware, job)
-    except Exception as error:
+    except _FAILURES as error:
         if job is None:
             raise
         _attempt_failed(_SchedulerView(trigger), job, error, None)
@@ -117,14 +119,16 @@ def _stream_and_enqueue(trigger: Trigger, middleware: Any, job: Any) -> tuple[in
             scanned += len(page)
             keys = [_key(row, key_positions, composite) for row in page]
             room = None if limit is None else limit - sent
-            chosen = _claim(trigger, backend, middleware.in_flight_ttl, keys, room)
+            chosen = _claim(trigger, backend, middleware.in_flight_ttl,
+                            list(zip(keys, message_ids(len(keys)))), room)
             messages = [_worker_message(trigger, key, {}, options, message_id=message_id)
-                        for key, message_id in zip(chosen, message_ids(len(chosen)))]
+                        for key, message_id in chosen]
             try:
                 enqueue_messages(broker, messages)
             except BaseException:
                 backend.release(trigger.worker_actor_name,
-                                [mark_item(key, None) for key in chosen])
+                                [mark_item(key, None) for key, _ in chosen],
+                                [message_id for _, message_id in chosen])
                 raise
             sent += len(messages)
             if limit is not None and sent >= limit:
@@ -133,9 +137,10 @@ def _stream_and_enqueue(trigger: Trigger, middleware: Any, job: Any) -> tuple[in
 
 
 def _claim(
-    trigger: Trigger, backend: Backend, ttl: int, keys: list[Any], room: int | None
-) -> list[Any]:
-    """The keys of a page whose in-flight marks this run took, ``room`` at most.
+    trigger: Trigger, backend: Backend, ttl: int, rows: list[tuple[Any, str]], room: int | None
+) -> list[tuple[Any, str]]:
+    """The ``(key, message id)`` pairs of a page whose in-flight marks this
+    run took (each owned by its message id), ``room`` at most.
 
     A page costs one claim.  Only the page where ``record_limit`` is reached
     may cost two claims and a release: its first ``room`` rows are claimed,
@@ -145,20 +150,23 @@ def _claim(
     flight, the usual state of a limited trigger's later runs.
     """
 
-    def take(some: list[Any]) -> list[Any]:
-        items = [mark_item(key, None) for key in some]
-        done = [done_item(key) for key in some] if trigger.trigger_once else None
-        claimed = backend.claim(trigger.worker_actor_name, items, ttl=ttl, done=done)
-        return [key for key, ok in zip(some, claimed) if ok]
+    def take(some: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
+        items = [mark_item(key, None) for key, _ in some]
+        done = [done_item(key) for key, _ in some] if trigger.trigger_once else None
+        claimed = backend.claim(trigger.worker_actor_name, items, ttl=ttl, done=done,
+                                owners=[message_id for _, message_id in some])
+        return [row for row, ok in zip(some, claimed) if ok]
 
-    if room is None or room >= len(keys):
-        return take(keys)
-    chosen = take(keys[:room])
+    if room is None or room >= len(rows):
+        return take(rows)
+    chosen = take(rows[:room])
     if len(chosen) < room:
-        chosen += take(keys[room:])
+        chosen += take(rows[room:])
         surplus = chosen[room:]
         if surplus:
-            backend.release(trigger.worker_actor_name, [mark_item(key, None) for key in surplus])
+            backend.release(trigger.worker_actor_name,
+                            [mark_item(key, None) for key, _ in surplus],
+                            [message_id for _, message_id in surplus])
         chosen = chosen[:room]
     return chosen
 

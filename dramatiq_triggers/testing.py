@@ -74,6 +74,9 @@ class RunResult:
 def _declarations(
     target: Target, *, triggers: bool, scheduled_actions: bool
 ) -> list[Trigger | ScheduledAction]:
+    """The declarations ``target`` names; a scheduled action named on its
+    own (not through its model) is included whatever ``scheduled_actions``
+    says."""
     found: list[Trigger | ScheduledAction] = []
     if isinstance(target, (Trigger, ScheduledAction)):
         found.append(target)
@@ -156,8 +159,6 @@ def schedule_and_run_triggers(
             options = store_actor(declaration, actor)
             message = declaration.scheduler_actor.message_with_options(**options)
         else:
-            if not scheduled_actions and not isinstance(target, ScheduledAction):
-                continue
             options = store_actor(declaration, actor)
             message = declaration.actor.message_with_options(**options)
         _count(counts, process_message(broker, message))

@@ -5,20 +5,26 @@ Each attempt reads the record by primary key *and* ``where`` inside one
 transaction, locked; a record that no longer matches ends the job as
 cancelled.  Failures are retried by Dramatiq's ``Retries`` middleware
 (raised as ``Retry`` so that the backoff and the logging are ours); the
-last attempt runs ``on_error`` and then fails the message for good.
+last attempt runs ``on_error`` and then fails the message for good.  A lock
+that cannot be taken in time is no failure of the action: the message is
+sent again a second later without using up an attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
+import peewee as pw
+from dramatiq.common import compute_backoff
 from dramatiq.middleware import TimeLimitExceeded
+from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
 
-from .context import Job, acting_as, current_job
+from .context import Job, current_job
 from .declarations import ScheduledAction, Trigger
 from .errors import CancelJob, JobFailed, SnoozeJob, TriggerNoLongerApplies
 from .records import decode_primary_key, done_item, read_locked, real_database, transaction
@@ -28,6 +34,16 @@ logger = logging.getLogger("dramatiq_triggers.worker")
 #: What an attempt may fail with: errors, and Dramatiq's time limit.
 _FAILURES = (Exception, TimeLimitExceeded)
 _CANCELS = (TriggerNoLongerApplies, CancelJob)
+#: What taking the lock fails with when another transaction holds it too
+#: long (SQLite's busy timeout, MySQL's lock wait timeout) or the database
+#: cannot be reached.
+_LOCK_ERRORS = (pw.OperationalError, pw.InterfaceError)
+#: Milliseconds before a message whose record could not be locked runs again.
+LOCK_RETRY_DELAY = 1000
+
+
+class _LockNotTaken(Exception):
+    """The record's transaction or lock could not be had; nothing ran."""
 
 
 def make_worker_function(holder: dict[str, Trigger]) -> Callable[..., None]:
@@ -93,36 +109,80 @@ def process_record(trigger: Trigger, encoded_key: Any, arguments: dict[str, Any]
         return
 
     primary_key = decode_primary_key(model, encoded_key)
-    database = real_database(model)
     kwargs = {**trigger.action_input, **arguments}
     logger.log(level, "Running %r on %s %r, attempt %d of %d.", trigger, model.__name__,
                encoded_key, job.attempt, job.max_attempts)
+    committed = False
+
+    def mark_committed() -> None:
+        nonlocal committed
+        committed = True
+
     try:
-        with transaction(database, lock=trigger.lock_for_update):
-            record = read_locked(model, primary_key, trigger.where_expression(),
-                                 lock=trigger.lock_for_update)
-            if record is None:
-                raise TriggerNoLongerApplies()
-            if trigger.read_metadata is not None:
-                kwargs["metadata"] = trigger.read_metadata(record)
-            trigger.action(record, **kwargs)
-    except _CANCELS as signal:
-        logger.log(level, "Cancelled %r on %s %r: %s", trigger, model.__name__, encoded_key,
-                   _reason(signal))
-        job.outcome = "cancelled"
-        return
-    except SnoozeJob as snooze:
-        _snooze(trigger, job, snooze, level)
-        return
-    except _FAILURES as error:
-        handle = functools.partial(_on_error, trigger, primary_key, error)
-        _attempt_failed(trigger, job, error, handle if trigger.on_error else None)
+        try:
+            with _locked_record(trigger, primary_key) as record:
+                if record is None:
+                    raise TriggerNoLongerApplies()
+                # Runs first among the commit's callbacks: an error raised
+                # after it (a send deferred to the commit) comes after the
+                # action's writes are in.
+                real_database(model).after_commit(mark_committed)
+                if trigger.read_metadata is not None:
+                    kwargs["metadata"] = trigger.read_metadata(record)
+                trigger.action(record, **kwargs)
+        except _CANCELS as signal:
+            logger.log(level, "Cancelled %r on %s %r: %s", trigger, model.__name__, encoded_key,
+                       _reason(signal))
+            job.outcome = "cancelled"
+            return
+        except SnoozeJob as snooze:
+            _snooze(trigger, job, snooze.seconds, level)
+            return
+        except _LockNotTaken:
+            raise
+        except _FAILURES as error:
+            if committed:
+                logger.error("%r committed on %s %r, then a step after the commit failed.",
+                             trigger, model.__name__, encoded_key, exc_info=error)
+            else:
+                handle = functools.partial(_on_error, trigger, primary_key, error)
+                _attempt_failed(trigger, job, error, handle if trigger.on_error else None)
+                return
+    except _LockNotTaken as waiting:
+        logger.warning("Could not lock %s %r for %r (%s); trying again in %d ms without "
+                       "using up an attempt.", model.__name__, encoded_key, trigger,
+                       waiting.__cause__, LOCK_RETRY_DELAY)
+        _snooze(trigger, job, LOCK_RETRY_DELAY / 1000, level)
         return
 
     job.outcome = "success"
     if trigger.trigger_once:
-        middleware.backend.mark_done(trigger.worker_actor_name, done_item(encoded_key))
+        try:
+            middleware.backend.mark_done(trigger.worker_actor_name, done_item(encoded_key))
+        except Exception:
+            # The action has committed: it must not run again for this.
+            logger.exception("Could not record that %r ran once on %s %r.", trigger,
+                             model.__name__, encoded_key)
     logger.log(level, "Finished %r on %s %r.", trigger, model.__name__, encoded_key)
+
+
+@contextlib.contextmanager
+def _locked_record(trigger: Trigger, primary_key: tuple[Any, ...]) -> Iterator[pw.Model | None]:
+    """The record in a transaction, locked; None if it no longer matches.
+
+    Failing to begin the transaction or to take the lock raises
+    ``_LockNotTaken``; the body's own errors roll the transaction back and
+    go on as they are.
+    """
+    model = trigger.model
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(transaction(real_database(model), lock=trigger.lock_for_update))
+            record = read_locked(model, primary_key, trigger.where_expression(),
+                                 lock=trigger.lock_for_update)
+        except _LOCK_ERRORS as error:
+            raise _LockNotTaken() from error
+        yield record
 
 
 def _reason(signal: BaseException) -> str:
@@ -135,10 +195,7 @@ def _on_error(trigger: Trigger, primary_key: tuple[Any, ...], error: BaseExcepti
     """Run ``on_error`` on the re-locked record; False if it no longer matches."""
     if trigger.on_error is None:
         return True
-    model = trigger.model
-    with transaction(real_database(model), lock=trigger.lock_for_update):
-        record = read_locked(model, primary_key, trigger.where_expression(),
-                             lock=trigger.lock_for_update)
+    with _locked_record(trigger, primary_key) as record:
         if record is None:
             return False
         trigger.on_error(record, error)
@@ -165,7 +222,7 @@ def process_scheduled_action(action: ScheduledAction) -> None:
         job.outcome = "cancelled"
         return
     except SnoozeJob as snooze:
-        _snooze(action, job, snooze, level)
+        _snooze(action, job, snooze.seconds, level)
         return
     except _FAILURES as error:
         _attempt_failed(action, job, error, None)
@@ -174,21 +231,19 @@ def process_scheduled_action(action: ScheduledAction) -> None:
     logger.log(level, "Finished %r.", action)
 
 
-def _snooze(declaration: Trigger | ScheduledAction, job: Job, snooze: SnoozeJob,
+def _snooze(declaration: Trigger | ScheduledAction, job: Job, seconds: float,
             level: int) -> None:
-    """Send the message again after the delay; the attempt is not used up."""
+    """Send the message again after ``seconds``; the attempt is not used up."""
     from dramatiq.middleware import CurrentMessage
 
     message = CurrentMessage.get_current_message()
     if message is None:
         raise RuntimeError("SnoozeJob needs Dramatiq's CurrentMessage middleware on the broker.")
-    broker = _broker_of(declaration)
-    # The message goes out as it came in: a default actor is not stored in it.
-    with acting_as(None):
-        broker.enqueue(message.copy(), delay=int(snooze.seconds * 1000))
+    job.delay = int(seconds * 1000)
+    _broker_of(declaration).enqueue(message.copy(), delay=job.delay)
     job.outcome = "snoozed"
     logger.log(level, "Snoozed %r (message %s) for %s seconds.", declaration, job.message_id,
-               snooze.seconds)
+               seconds)
 
 
 def _attempt_failed(
@@ -214,7 +269,8 @@ def _attempt_failed(
             logger.warning("Attempt %d of %d of %s failed; it will be retried.", job.attempt,
                            job.max_attempts, what, exc_info=error)
         job.outcome = "retry"
-        raise dramatiq.Retry(str(error), delay=_backoff(declaration, job.attempt)) from error
+        job.delay = _backoff(declaration, job.attempt)
+        raise dramatiq.Retry(str(error), delay=job.delay) from error
 
     if declaration.log_errors or declaration.log_final_error:
         logger.error("Last attempt (%d of %d) of %s failed.", job.attempt, job.max_attempts,
@@ -222,6 +278,8 @@ def _attempt_failed(
     if handle is not None:
         try:
             handled = handle()
+        except _LockNotTaken:
+            raise
         except _FAILURES as handler_error:
             logger.exception("on_error of %s raised.", what)
             job.outcome = "failed"
@@ -239,10 +297,15 @@ def _attempt_failed(
     raise JobFailed(f"{what} failed after {job.attempt} attempt(s): {error!r}") from error
 
 
-def _backoff(declaration: Any, attempt: int) -> int | None:
+def _backoff(declaration: Any, attempt: int) -> int:
+    """Milliseconds before the attempt after ``attempt`` (which just failed)."""
     backoff = declaration.backoff
     if backoff is None:
-        return None  # Dramatiq's exponential backoff.
+        # Dramatiq's own exponential backoff, worked out here so that the
+        # in-flight mark can be kept for as long as the retry waits.
+        _, delay = compute_backoff(attempt - 1, factor=DEFAULT_MIN_BACKOFF,
+                                   max_backoff=DEFAULT_MAX_BACKOFF)
+        return int(delay)
     if callable(backoff):
         return max(0, int(backoff(attempt)))
     return backoff

@@ -14,7 +14,8 @@ class Backend(abc.ABC):
 
     * in-flight marks, one per message that is queued, delayed, retrying
       or running, named by an *item* (the record's primary key and the
-      action arguments); they expire after a time to live, so a lost
+      action arguments) and owned by the message's id, so that only that
+      message removes it; they expire after a time to live, so a lost
       message cannot block its record for ever;
     * done marks of ``trigger_once`` triggers, one per primary key;
     * cron tick claims, one per tick of each cron job.
@@ -32,6 +33,7 @@ class Backend(abc.ABC):
         *,
         ttl: int,
         done: Sequence[str] | None = None,
+        owners: Sequence[str] | None = None,
     ) -> list[bool]:
         """Mark each item in flight unless it already is, in one round trip.
 
@@ -41,14 +43,26 @@ class Backend(abc.ABC):
           ttl: milliseconds before a mark expires on its own.
           done: when given, one done-mark name per item; an item whose
             done mark exists is not claimed.
+          owners: one owner per item (the id of the message that will
+            carry it); without owners, a mark belongs to anyone.
 
         Returns:
           one boolean per item, True where the mark was taken.
         """
 
     @abc.abstractmethod
-    def release(self, key: str, items: Sequence[str]) -> None:
-        """Remove in-flight marks; missing marks are ignored."""
+    def release(self, key: str, items: Sequence[str], owners: Sequence[str] | None = None) -> None:
+        """Remove in-flight marks; missing marks are ignored.
+
+        With ``owners`` (one per item), a mark is removed only if it is still
+        the one that owner took: a message that ends late does not remove
+        the mark of a newer message for the same record.
+        """
+
+    @abc.abstractmethod
+    def touch(self, key: str, item: str, owner: str, *, ttl: int) -> None:
+        """Give the owner's mark ``ttl`` milliseconds more to live (a retry or
+        snooze waits); nothing happens if the mark is not the owner's."""
 
     @abc.abstractmethod
     def in_flight(self, key: str, item: str) -> bool:

@@ -11,26 +11,53 @@ from .base import Backend
 
 # Takes every in-flight mark of a page in one round trip.  ARGV[1] is the
 # time to live, ARGV[2] the prefix of the mark keys, ARGV[3] the done set
-# ("" when trigger_once is off), then the items, then (with a done set) the
-# done member of each item.  The mark keys are built here rather than
-# passed as KEYS: a page of a thousand full key names is most of the cost.
+# ("" when trigger_once is off), ARGV[4] the number of items, then the
+# items, then (with a done set) the done member of each item, then (when
+# ARGV[5] is "1") the owner of each item, stored as the mark's value.  The
+# mark keys are built here rather than passed as KEYS: a page of a thousand
+# full key names is most of the cost of a claim.
 _CLAIM = """
 local ttl, prefix, done_key = ARGV[1], ARGV[2], ARGV[3]
-local count = #ARGV - 3
+local count, has_owners = tonumber(ARGV[4]), ARGV[5] == '1'
+local first = 6
+local done_at = first + count
+local owners_at = done_at
 if done_key ~= '' then
-  count = count / 2
+  owners_at = done_at + count
 end
 local claimed = {}
 for i = 1, count do
   local ok = 0
-  if done_key == '' or redis.call('SISMEMBER', done_key, ARGV[3 + count + i]) == 0 then
-    if redis.call('SET', prefix .. ARGV[3 + i], '1', 'NX', 'PX', ttl) then
+  if done_key == '' or redis.call('SISMEMBER', done_key, ARGV[done_at + i - 1]) == 0 then
+    local owner = '1'
+    if has_owners then
+      owner = ARGV[owners_at + i - 1]
+    end
+    if redis.call('SET', prefix .. ARGV[first + i - 1], owner, 'NX', 'PX', ttl) then
       ok = 1
     end
   end
   claimed[i] = ok
 end
 return claimed
+"""
+
+# Removes the marks still held by their owners: ARGV[1] is the prefix, then
+# item and owner pairs.
+_RELEASE = """
+for i = 2, #ARGV, 2 do
+  local mark = ARGV[1] .. ARGV[i]
+  if redis.call('GET', mark) == ARGV[i + 1] then
+    redis.call('DEL', mark)
+  end
+end
+"""
+
+# Extends a mark's life if its owner still holds it.
+_TOUCH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 """
 
 
@@ -57,6 +84,8 @@ class RedisBackend(Backend):
         self.client = client
         self.prefix = prefix
         self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+        self._touch = client.register_script(_TOUCH)
 
     def _mark(self, key: str, item: str) -> str:
         return f"{self.prefix}:inflight:{key}:{item}"
@@ -71,18 +100,32 @@ class RedisBackend(Backend):
         *,
         ttl: int,
         done: Sequence[str] | None = None,
+        owners: Sequence[str] | None = None,
     ) -> list[bool]:
         if not items:
             return []
-        args: list[Any] = [int(ttl), self._mark(key, ""), self._done(key) if done else ""]
+        args: list[Any] = [int(ttl), self._mark(key, ""), self._done(key) if done else "",
+                           len(items), "1" if owners is not None else "0"]
         args.extend(items)
         if done:
             args.extend(done)
+        if owners is not None:
+            args.extend(owners)
         return [bool(flag) for flag in self._claim(keys=[], args=args)]
 
-    def release(self, key: str, items: Sequence[str]) -> None:
-        if items:
+    def release(self, key: str, items: Sequence[str], owners: Sequence[str] | None = None) -> None:
+        if not items:
+            return
+        if owners is None:
             self.client.delete(*(self._mark(key, item) for item in items))
+            return
+        args: list[Any] = [self._mark(key, "")]
+        for item, owner in zip(items, owners):
+            args.extend((item, owner))
+        self._release(keys=[], args=args)
+
+    def touch(self, key: str, item: str, owner: str, *, ttl: int) -> None:
+        self._touch(keys=[self._mark(key, item)], args=[owner, int(ttl)])
 
     def in_flight(self, key: str, item: str) -> bool:
         return bool(self.client.exists(self._mark(key, item)))

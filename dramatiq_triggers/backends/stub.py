@@ -20,6 +20,7 @@ class StubBackend(Backend):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._marks: dict[tuple[str, str], float] = {}
+        self._owners: dict[tuple[str, str], str] = {}
         self._done: dict[str, set[str]] = {}
         self._ticks: dict[tuple[str, str], float] = {}
 
@@ -39,6 +40,7 @@ class StubBackend(Backend):
         *,
         ttl: int,
         done: Sequence[str] | None = None,
+        owners: Sequence[str] | None = None,
     ) -> list[bool]:
         expires = time.monotonic() + ttl / 1000
         claimed = []
@@ -50,13 +52,21 @@ class StubBackend(Backend):
                     claimed.append(False)
                 else:
                     self._marks[(key, item)] = expires
+                    self._owners[(key, item)] = owners[index] if owners is not None else ""
                     claimed.append(True)
         return claimed
 
-    def release(self, key: str, items: Sequence[str]) -> None:
+    def release(self, key: str, items: Sequence[str], owners: Sequence[str] | None = None) -> None:
         with self._lock:
-            for item in items:
-                self._marks.pop((key, item), None)
+            for index, item in enumerate(items):
+                if owners is None or self._owners.get((key, item)) == owners[index]:
+                    self._marks.pop((key, item), None)
+                    self._owners.pop((key, item), None)
+
+    def touch(self, key: str, item: str, owner: str, *, ttl: int) -> None:
+        with self._lock:
+            if self._alive(self._marks, (key, item)) and self._owners.get((key, item)) == owner:
+                self._marks[(key, item)] = time.monotonic() + ttl / 1000
 
     def in_flight(self, key: str, item: str) -> bool:
         with self._lock:
@@ -81,5 +91,6 @@ class StubBackend(Backend):
         """Forget every mark and claim (between tests)."""
         with self._lock:
             self._marks.clear()
+            self._owners.clear()
             self._done.clear()
             self._ticks.clear()

@@ -426,7 +426,7 @@ def test_the_connection_is_closed_even_when_the_actor_lookup_opened_it(
     assert probed == [True]
 
 
-def test_an_unreachable_database_fails_the_attempt_not_the_middleware(
+def test_an_unreachable_database_makes_the_message_wait_without_using_an_attempt(
     stub_broker: StubBroker, tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     database = CountingSqlite(str(tmp_path / "unreachable.db"))
@@ -448,12 +448,22 @@ def test_an_unreachable_database_fails_the_attempt_not_the_middleware(
     database.unreachable = True
     result = schedule_and_run_triggers(ship)
 
-    assert result.discard == 1
-    assert [r for r in caplog.records if r.levelno >= logging.CRITICAL] == []
-    [final] = [r for r in caplog.records if r.name == "dramatiq_triggers.worker"
-               and r.levelno == logging.ERROR]
-    assert final.exc_info is not None
-    assert isinstance(final.exc_info[1], pw.OperationalError)
+    # Nothing ran, so nothing failed: the message comes back in a second,
+    # with its attempts untouched, and the middleware did not break.
+    assert (result.snoozed, result.failure, result.discard) == (1, 0, 0)
+    assert result.queues_not_drained == (ship.queue,)
+    [waiting] = [Message.decode(data) for data in stub_broker.queues[dq_name(ship.queue)].queue]
+    assert waiting.options.get("retries", 0) == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    [warning] = [r for r in caplog.records if r.name == "dramatiq_triggers.worker"
+                 and r.levelno == logging.WARNING]
+    assert "unable to open database file" in warning.getMessage()
+
+    database.unreachable = False
+    stub_broker.queues[dq_name(ship.queue)].get_nowait()
+    stub_broker.queues[dq_name(ship.queue)].task_done()
+    stub_broker.queues[ship.queue].put(waiting.copy(queue_name=ship.queue).encode())
+    assert schedule_and_run_triggers(ship).success == 1
 
 
 @pytest.mark.parametrize("middleware",
