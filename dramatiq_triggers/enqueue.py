@@ -89,7 +89,7 @@ def build_trigger(
     """
     declared = resolve_trigger(type(record), trigger)
     arguments, options = _message_parts(declared, actor, action_arguments, delay)
-    return _worker_message(declared, encode_primary_key(declared.model, record), arguments,
+    return worker_message(declared, encode_primary_key(declared.model, record), arguments,
                            options)
 
 
@@ -105,7 +105,7 @@ def _message_parts(
     return dict(arguments), options
 
 
-def _worker_message(
+def worker_message(
     trigger: Trigger,
     primary_key: Any,
     arguments: dict[str, Any],
@@ -196,7 +196,7 @@ def run_triggers(
     messages = []
     for record in records:
         resolve_trigger(type(record), declared)
-        messages.append(_worker_message(declared, encode_primary_key(declared.model, record),
+        messages.append(worker_message(declared, encode_primary_key(declared.model, record),
                                         arguments, options))
     sent = send_after_commit(declared, messages)
     return messages if sent is None else sent

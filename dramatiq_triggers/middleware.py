@@ -218,14 +218,14 @@ class TriggersMiddleware(Middleware):
         Dramatiq's worker does not log a ``Retry``, so the failure is
         logged here.
         """
-        from .worker import _backoff
+        from .worker import retry_delay
 
         delay = None
         last = False  # For other actors, Dramatiq's Retries decides.
         if declaration is not None:
             attempt = message.options.get("retries", 0) + 1
             last = attempt >= _max_attempts(declaration, message.actor_name)
-            delay = None if last else _backoff(declaration, attempt)
+            delay = None if last else retry_delay(declaration, attempt)
             job = message._dramatiq_triggers_job = Job(
                 declaration, _kind(declaration, message.actor_name), None, attempt,
                 _max_attempts(declaration, message.actor_name), message.message_id,

@@ -22,7 +22,7 @@ def primary_key_fields(model: type[pw.Model]) -> tuple[pw.Field, ...]:
     return (primary_key,)
 
 
-def _to_json(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, (uuid.UUID, decimal.Decimal, datetime.date, datetime.time)):
@@ -38,7 +38,7 @@ def _to_json(value: Any) -> Any:
 def encode_primary_key(model: type[pw.Model], record: pw.Model) -> Any:
     """The record's primary key as a JSON value: a scalar, or a list when composite."""
     fields = primary_key_fields(model)
-    values = [_to_json(record.__data__.get(field.name)) for field in fields]
+    values = [json_value(record.__data__.get(field.name)) for field in fields]
     if len(fields) == 1:
         if values[0] is None:
             raise ValueError(

@@ -21,8 +21,8 @@ import peewee as pw
 from .backends import Backend
 from .context import current_job
 from .declarations import Trigger
-from .enqueue import ACTOR_OPTION, _worker_message, enqueue_messages, message_ids
-from .records import _to_json, done_item, mark_item, primary_key_fields, real_database
+from .enqueue import ACTOR_OPTION, enqueue_messages, message_ids, worker_message
+from .records import done_item, json_value, mark_item, primary_key_fields, real_database
 
 logger = logging.getLogger("dramatiq_triggers.scheduler")
 
@@ -42,7 +42,7 @@ def run_scheduler(trigger: Trigger) -> int:
     Returns the number of messages sent.
     """
     from .middleware import middleware_of
-    from .worker import _attempt_failed, flow_level
+    from .worker import attempt_failed, flow_level
 
     job = current_job()
     level = flow_level(trigger)
@@ -60,7 +60,7 @@ def run_scheduler(trigger: Trigger) -> int:
     except _FAILURES as error:
         if job is None:
             raise
-        _attempt_failed(_SchedulerView(trigger), job, error, None)
+        attempt_failed(_SchedulerView(trigger), job, error, None)
         return 0
     if job is not None:
         job.outcome = "success"
@@ -121,7 +121,7 @@ def _stream_and_enqueue(trigger: Trigger, middleware: Any, job: Any) -> tuple[in
             room = None if limit is None else limit - sent
             chosen = _claim(trigger, backend, middleware.in_flight_ttl,
                             list(zip(keys, message_ids(len(keys)))), room)
-            messages = [_worker_message(trigger, key, {}, options, message_id=message_id)
+            messages = [worker_message(trigger, key, {}, options, message_id=message_id)
                         for key, message_id in chosen]
             try:
                 enqueue_messages(broker, messages)
@@ -197,8 +197,8 @@ def _snapshot(database: pw.Database) -> Iterator[None]:
 
 def _key(row: Row, positions: list[int], composite: bool) -> Any:
     if composite:
-        return [_to_json(row[position]) for position in positions]
-    return _to_json(row[positions[0]])
+        return [json_value(row[position]) for position in positions]
+    return json_value(row[positions[0]])
 
 
 def stream_rows(

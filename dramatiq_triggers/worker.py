@@ -146,7 +146,7 @@ def process_record(trigger: Trigger, encoded_key: Any, arguments: dict[str, Any]
                              trigger, model.__name__, encoded_key, exc_info=error)
             else:
                 handle = functools.partial(_on_error, trigger, primary_key, error)
-                _attempt_failed(trigger, job, error, handle if trigger.on_error else None)
+                attempt_failed(trigger, job, error, handle if trigger.on_error else None)
                 return
     except _LockNotTaken as waiting:
         logger.warning("Could not lock %s %r for %r (%s); trying again in %d ms without "
@@ -225,7 +225,7 @@ def process_scheduled_action(action: ScheduledAction) -> None:
         _snooze(action, job, snooze.seconds, level)
         return
     except _FAILURES as error:
-        _attempt_failed(action, job, error, None)
+        attempt_failed(action, job, error, None)
         return
     job.outcome = "success"
     logger.log(level, "Finished %r.", action)
@@ -246,7 +246,7 @@ def _snooze(declaration: Trigger | ScheduledAction, job: Job, seconds: float,
                seconds)
 
 
-def _attempt_failed(
+def attempt_failed(
     declaration: Any,
     job: Job,
     error: BaseException,
@@ -269,7 +269,7 @@ def _attempt_failed(
             logger.warning("Attempt %d of %d of %s failed; it will be retried.", job.attempt,
                            job.max_attempts, what, exc_info=error)
         job.outcome = "retry"
-        job.delay = _backoff(declaration, job.attempt)
+        job.delay = retry_delay(declaration, job.attempt)
         raise dramatiq.Retry(str(error), delay=job.delay) from error
 
     if declaration.log_errors or declaration.log_final_error:
@@ -297,7 +297,7 @@ def _attempt_failed(
     raise JobFailed(f"{what} failed after {job.attempt} attempt(s): {error!r}") from error
 
 
-def _backoff(declaration: Any, attempt: int) -> int:
+def retry_delay(declaration: Any, attempt: int) -> int:
     """Milliseconds before the attempt after ``attempt`` (which just failed)."""
     backoff = declaration.backoff
     if backoff is None:
