@@ -62,11 +62,7 @@ class CronRunner:
         """Register the declaration's crontab, unless it has none or is not active."""
         if declaration.cron is None or declaration.state != "active":
             return
-        if isinstance(declaration, Trigger):
-            broker = declaration.scheduler_actor.broker
-        else:
-            broker = declaration.actor.broker
-        if broker is not self.middleware.broker:
+        if declaration.broker is not self.middleware.broker:
             return
         identifier = job_id(declaration)
         if identifier in self._triggers:

@@ -116,6 +116,11 @@ class Trigger:
     def has_cron(self) -> bool:
         return self.cron is not None
 
+    @property
+    def broker(self) -> dramatiq.Broker:
+        """The broker the trigger's actors are declared on."""
+        return self.worker_actor.broker
+
     def __repr__(self) -> str:
         return f"Trigger({self.model.__name__}, {self.name!r})"
 
@@ -146,6 +151,11 @@ class ScheduledAction:
 
     def has_cron(self) -> bool:
         return True
+
+    @property
+    def broker(self) -> dramatiq.Broker:
+        """The broker the action's actor is declared on."""
+        return self.actor.broker
 
     def __repr__(self) -> str:
         owner = self.model.__name__ if self.model is not None else "None"
@@ -688,14 +698,12 @@ def _forget_if_on_another_broker(
     """
     if declared is None:
         return
+    if declared.broker is broker:
+        return
     if isinstance(declared, Trigger):
-        if declared.worker_actor.broker is broker:
-            return
         del _triggers[declared.model][declared.name]
         names = [declared.worker_actor_name, declared.scheduler_actor_name]
     else:
-        if declared.actor.broker is broker:
-            return
         del _scheduled_actions[declared.model][declared.name]
         names = [declared.actor_name]
     for name in names:

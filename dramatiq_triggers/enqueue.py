@@ -42,14 +42,8 @@ def store_actor(declaration: Trigger | ScheduledAction, actor: Any) -> dict[str,
     """The message options that carry ``actor`` (none when there is no actor)."""
     if actor is UNSET or actor is None:
         return {}
-    persister = _middleware(_broker_of(declaration)).persister_for(declaration)
+    persister = _middleware(declaration.broker).persister_for(declaration)
     return {ACTOR_OPTION: persister.store(actor)}
-
-
-def _broker_of(declaration: Trigger | ScheduledAction) -> dramatiq.Broker:
-    if isinstance(declaration, Trigger):
-        return declaration.worker_actor.broker
-    return declaration.actor.broker
 
 
 def _check_arguments(trigger: Trigger, arguments: dict[str, Any]) -> None:
@@ -216,7 +210,7 @@ def send_after_commit(trigger: Trigger, messages: list[Message[Any]]) -> list[Me
 
 def send_worker_messages(trigger: Trigger, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
     """Take the in-flight marks of the messages, then send those that got one."""
-    broker = trigger.worker_actor.broker
+    broker = trigger.broker
     middleware = _middleware(broker)
     sent: list[Message[Any]] = []
     batch = trigger.stream_batch_size

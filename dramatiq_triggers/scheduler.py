@@ -52,7 +52,7 @@ def run_scheduler(trigger: Trigger) -> int:
         job.outcome = "cancelled"
         return 0
 
-    middleware = middleware_of(trigger.worker_actor.broker)
+    middleware = middleware_of(trigger.broker)
     from .worker import _FAILURES
 
     try:
@@ -77,7 +77,7 @@ class _SchedulerView:
         self.log_final_error = trigger.log_final_error
         self.backoff = trigger.backoff
         self.debug = trigger.debug
-        self.worker_actor = trigger.worker_actor
+        self.broker = trigger.broker
 
     def __repr__(self) -> str:
         return f"the scheduler of {self.trigger!r}"
@@ -94,7 +94,7 @@ def _stream_and_enqueue(trigger: Trigger, middleware: Any, job: Any) -> tuple[in
     composite = len(pk_fields) > 1
     limit = trigger.record_limit
     backend = middleware.backend
-    broker = trigger.worker_actor.broker
+    broker = trigger.broker
 
     # The actor is stored once per run, not once per row.
     options: dict[str, Any] = {}

@@ -110,8 +110,7 @@ def _declarations(
 
 
 def _stub_broker(declaration: Trigger | ScheduledAction) -> StubBroker:
-    broker = (declaration.worker_actor.broker if isinstance(declaration, Trigger)
-              else declaration.actor.broker)
+    broker = declaration.broker
     if not isinstance(broker, StubBroker):
         raise TypeError(
             f"The testing helpers need a StubBroker; {declaration!r} is declared on a "

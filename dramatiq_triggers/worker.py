@@ -64,14 +64,8 @@ def flow_level(declaration: Trigger | ScheduledAction) -> int:
     """The level of routine log lines: INFO when debugging is on for it."""
     from .middleware import middleware_of
 
-    debugging = declaration.debug or middleware_of(_broker_of(declaration)).debug_all_triggers
+    debugging = declaration.debug or middleware_of(declaration.broker).debug_all_triggers
     return logging.INFO if debugging else logging.DEBUG
-
-
-def _broker_of(declaration: Trigger | ScheduledAction) -> dramatiq.Broker:
-    if isinstance(declaration, Trigger):
-        return declaration.worker_actor.broker
-    return declaration.actor.broker
 
 
 def _job(declaration: Trigger | ScheduledAction) -> Job:
@@ -100,7 +94,7 @@ def process_record(trigger: Trigger, encoded_key: Any, arguments: dict[str, Any]
 
     from .middleware import middleware_of
 
-    middleware = middleware_of(trigger.worker_actor.broker)
+    middleware = middleware_of(trigger.broker)
     if trigger.trigger_once and middleware.backend.is_done(
         trigger.worker_actor_name, done_item(encoded_key)
     ):
@@ -240,7 +234,7 @@ def _snooze(declaration: Trigger | ScheduledAction, job: Job, seconds: float,
     if message is None:
         raise RuntimeError("SnoozeJob needs Dramatiq's CurrentMessage middleware on the broker.")
     job.delay = int(seconds * 1000)
-    _broker_of(declaration).enqueue(message.copy(), delay=job.delay)
+    declaration.broker.enqueue(message.copy(), delay=job.delay)
     job.outcome = "snoozed"
     logger.log(level, "Snoozed %r (message %s) for %s seconds.", declaration, job.message_id,
                seconds)
